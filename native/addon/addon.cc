@@ -1,0 +1,47 @@
+// Registers the addon's exports; the work lives in the files beside it.
+#include <napi.h>
+#include <torch/version.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "addon_data.h"
+#include "cka_wrap.h"
+#include "js_errors.h"
+#include "model_wrap.h"
+
+namespace tcka::addon {
+namespace {
+
+Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("libtorchVersion", TORCH_VERSION);
+    out.Set("cudaAvailable", torch::cuda::is_available());
+    out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
+    out.Set("threads", at::get_num_threads());
+    return out;
+  });
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  Napi::Function model = NativeModel::Init(env);
+  Napi::Function cka = NativeCka::Init(env);
+  data->model_constructor = Napi::Persistent(model);
+  data->cka_constructor = Napi::Persistent(cka);
+  exports.Set("NativeModel", model);
+  exports.Set("NativeCka", cka);
+  exports.Set("loadModel", Napi::Function::New<NativeModel::Load>(env, "loadModel"));
+  exports.Set("runtimeInfo", Napi::Function::New<RuntimeInfo>(env, "runtimeInfo"));
+  return exports;
+}
+
+}  // namespace tcka::addon
+
+static Napi::Object InitTorchCka(Napi::Env env, Napi::Object exports) { return tcka::addon::Init(env, exports); }
+
+NODE_API_MODULE(torch_cka, InitTorchCka)

@@ -1,0 +1,30 @@
+// NativeCka: the JS handle of a tcka::CkaEngine. One step runs at a time.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "engine.h"
+
+namespace tcka::addon {
+
+class NativeCka : public Napi::ObjectWrap<NativeCka> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // new NativeCka(model1, model2, { layers1, layers2, label1, label2, precision })
+  explicit NativeCka(const Napi::CallbackInfo& info);
+
+ private:
+  // step(inputs1, inputs2 | null): Promise<{ n, skipped, warnings }>
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  // result(): { rows1, rows2, cka, self1, self2, samples, batches, skipped, warnings }
+  Napi::Value Result(const Napi::CallbackInfo& info);
+  Napi::Value Busy(const Napi::CallbackInfo& info);
+  void RequireIdle(Napi::Env env, const char* what) const;
+
+  std::shared_ptr<CkaEngine> engine_;
+  bool busy_ = false;
+};
+
+}  // namespace tcka::addon

@@ -1,0 +1,168 @@
+#include "engine.h"
+
+#include <cmath>
+
+#include "errors.h"
+
+namespace tcka {
+namespace {
+
+int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& what) {
+  if (inputs.empty()) throw CkaError(codes::kInvalidBatch, what + " has no input tensor", ErrorKind::TypeError);
+  const at::Tensor& first = inputs.front();
+  if (!first.defined() || first.dim() == 0) {
+    throw CkaError(codes::kInvalidBatch, what + ": the first input must have a batch dimension",
+                   ErrorKind::RangeError);
+  }
+  return first.size(0);
+}
+
+}  // namespace
+
+CkaEngine::CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CkaConfig config)
+    : config_(std::move(config)) {
+  sides_[0].model = std::move(model1);
+  sides_[1].model = std::move(model2);
+  sides_[0].label = "'" + (config_.label1.empty() ? model_base_name(sides_[0].model->path()) : config_.label1) + "'";
+  sides_[1].label = "'" + (config_.label2.empty() ? model_base_name(sides_[1].model->path()) : config_.label2) + "'";
+  sides_[0].selection = resolve_layers(sides_[0].model->layers(), config_.layers1, sides_[0].label);
+  sides_[1].selection = resolve_layers(sides_[1].model->layers(), config_.layers2, sides_[1].label);
+}
+
+GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
+                              const std::string& batch, std::vector<Row>* planned,
+                              std::vector<std::string>* warnings) const {
+  const Model& model = *side.model;
+  if (!side.rows.empty()) {
+    GramCollector collector(model.layers(), side.selection, side.rows, n, config_.gram_dtype, model.device());
+    model.forward(inputs, collector, batch);
+    collector.check(side.label, batch);
+    return collector.take(side.rows);
+  }
+  GramCollector collector(model.layers(), side.selection, n, config_.gram_dtype, model.device());
+  model.forward(inputs, collector, batch);
+  collector.check(side.label, batch);
+  std::vector<std::string> dropped;
+  *planned = plan_rows(side.selection, model.layers(), collector.calls(), side.label, batch, &dropped);
+  for (const auto& name : dropped) {
+    warnings->push_back("Layer '" + name + "' of model " + side.label + " did not run during " + batch +
+                        " and is left out of the comparison");
+  }
+  return collector.take(*planned);
+}
+
+StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
+  const std::string batch = "batch " + std::to_string(steps_);
+  ++steps_;
+  StepOutcome outcome;
+  const int64_t n = batch_size(inputs1, "Batch " + std::to_string(steps_ - 1) + " of data 1");
+  if (inputs2 != nullptr) {
+    const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(steps_ - 1) + " of data 2");
+    if (n2 != n) {
+      throw CkaError(codes::kBatchMismatch, "Step " + std::to_string(steps_ - 1) + ": data 1 gave " +
+                                                std::to_string(n) + " samples but data 2 gave " +
+                                                std::to_string(n2) +
+                                                "; both models must see the same number of samples in a step",
+                     ErrorKind::RangeError);
+    }
+  }
+  outcome.n = n;
+  if (n < 4) {
+    ++skipped_;
+    outcome.skipped = true;
+    outcome.warnings.push_back("Skipped " + batch + ": it has " + std::to_string(n) +
+                               " samples, and the unbiased HSIC estimator needs at least 4");
+    return outcome;
+  }
+
+  std::vector<Row> planned1, planned2;
+  GramBatch k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+  GramBatch l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.warnings);
+  const std::vector<Row>& rows1 = sides_[0].rows.empty() ? planned1 : sides_[0].rows;
+  const std::vector<Row>& rows2 = sides_[1].rows.empty() ? planned2 : sides_[1].rows;
+
+  std::unique_ptr<HsicAccumulator> fresh;
+  HsicAccumulator* sums = sums_.get();
+  if (sums == nullptr) {
+    fresh = std::make_unique<HsicAccumulator>(static_cast<int64_t>(rows1.size()), static_cast<int64_t>(rows2.size()),
+                                              sides_[0].model->device(), config_.pair_dtype);
+    sums = fresh.get();
+  }
+  const BatchHsic terms = sums->compute(std::move(k), std::move(l), n);
+
+  const bool finite = at::stack({at::isfinite(terms.xx).all(), at::isfinite(terms.yy).all(),
+                                 at::isfinite(terms.xy).all()})
+                          .all()
+                          .item<bool>();
+  if (!finite) {
+    std::string where;
+    auto first_bad = [](const at::Tensor& t) { return at::nonzero(at::logical_not(at::isfinite(t.cpu()))); };
+    at::Tensor bad1 = first_bad(terms.xx);
+    at::Tensor bad2 = first_bad(terms.yy);
+    if (bad1.size(0) > 0) {
+      where = "layer '" + rows1[static_cast<size_t>(bad1[0][0].item<int64_t>())].name + "' of model " + sides_[0].label;
+    } else if (bad2.size(0) > 0) {
+      where = "layer '" + rows2[static_cast<size_t>(bad2[0][0].item<int64_t>())].name + "' of model " + sides_[1].label;
+    } else {
+      where = "a layer pair";
+    }
+    throw CkaError(codes::kNonFinite, "Non-finite values (NaN or Inf) in the output of " + where + " on " + batch +
+                                          "; nothing from this batch was added");
+  }
+
+  if (fresh) sums_ = std::move(fresh);
+  if (sides_[0].rows.empty()) sides_[0].rows = std::move(planned1);
+  if (sides_[1].rows.empty()) sides_[1].rows = std::move(planned2);
+  sums_->add(terms);
+  ++batches_;
+  samples_ += n;
+  return outcome;
+}
+
+CkaResult CkaEngine::result() const {
+  if (!sums_) {
+    throw CkaError(codes::kNoData, "No batch has been compared yet" +
+                                       (skipped_ > 0 ? " (" + std::to_string(skipped_) +
+                                                           " batch(es) skipped for having fewer than 4 samples)"
+                                                     : std::string()) +
+                                       "; call compare() with data first");
+  }
+  CkaResult out;
+  for (const auto& row : sides_[0].rows) out.rows1.push_back(row.name);
+  for (const auto& row : sides_[1].rows) out.rows2.push_back(row.name);
+  const at::Tensor xy = sums_->xy().cpu().contiguous();
+  const at::Tensor xx = sums_->xx().cpu().contiguous();
+  const at::Tensor yy = sums_->yy().cpu().contiguous();
+  const int64_t m = xy.size(0), p = xy.size(1);
+  const double* pxy = xy.data_ptr<double>();
+  out.self1.assign(xx.data_ptr<double>(), xx.data_ptr<double>() + m);
+  out.self2.assign(yy.data_ptr<double>(), yy.data_ptr<double>() + p);
+  out.cka.reserve(static_cast<size_t>(m * p));
+  for (int64_t a = 0; a < m; ++a) {
+    for (int64_t b = 0; b < p; ++b) {
+      const double denominator = std::sqrt(out.self1[a] * out.self2[b]);
+      if (out.self1[a] > 0 && out.self2[b] > 0 && std::isfinite(denominator)) {
+        out.cka.emplace_back(pxy[a * p + b] / denominator);
+      } else {
+        out.cka.emplace_back(std::nullopt);
+      }
+    }
+  }
+  auto warn_constant = [&](const std::vector<double>& self, const std::vector<std::string>& rows,
+                           const std::string& label) {
+    for (size_t i = 0; i < self.size(); ++i) {
+      if (self[i] > 0) continue;
+      out.warnings.push_back("Layer '" + rows[i] + "' of model " + label +
+                             " does not vary over the data (self-HSIC " + std::to_string(self[i]) +
+                             "): its CKA values are null");
+    }
+  };
+  warn_constant(out.self1, out.rows1, sides_[0].label);
+  warn_constant(out.self2, out.rows2, sides_[1].label);
+  out.samples = samples_;
+  out.batches = batches_;
+  out.skipped = skipped_;
+  return out;
+}
+
+}  // namespace tcka

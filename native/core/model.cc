@@ -1,0 +1,157 @@
+#include "model.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <fstream>
+#include <map>
+
+#include "device.h"
+#include "errors.h"
+
+namespace tcka {
+namespace {
+
+// Records full outputs for Model::extract.
+class FeatureRecorder : public TapReceiver {
+ public:
+  explicit FeatureRecorder(size_t layer_count) : wanted_(layer_count, false), calls_(layer_count, 0) {}
+
+  void want(int64_t layer) { wanted_[static_cast<size_t>(layer)] = true; }
+  const std::vector<int64_t>& calls() const { return calls_; }
+  const std::map<std::pair<int64_t, int64_t>, at::Tensor>& features() const { return features_; }
+  const std::string& error() const { return error_; }
+
+  void on_tap(int64_t layer, const c10::IValue& output) noexcept override {
+    if (layer < 0 || static_cast<size_t>(layer) >= wanted_.size()) return;
+    const int64_t call = ++calls_[static_cast<size_t>(layer)];
+    if (!wanted_[static_cast<size_t>(layer)] || !error_.empty()) return;
+    try {
+      at::Tensor tensor = first_tensor(output);
+      if (!tensor.defined()) {
+        error_ = "holds no tensor";
+        error_layer_ = layer;
+        return;
+      }
+      // A copy: later in-place ops in the model must not change what we saw.
+      features_[{layer, call}] = tensor.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    } catch (const std::exception& e) {
+      error_ = e.what();
+      error_layer_ = layer;
+    }
+  }
+
+  int64_t error_layer() const { return error_layer_; }
+
+ private:
+  std::vector<bool> wanted_;
+  std::vector<int64_t> calls_;
+  std::map<std::pair<int64_t, int64_t>, at::Tensor> features_;
+  std::string error_;
+  int64_t error_layer_ = -1;
+};
+
+bool file_exists(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return in.good();
+}
+
+}  // namespace
+
+std::string model_base_name(const std::string& path) {
+  std::string name = path;
+  const size_t slash = name.find_last_of("/\\");
+  if (slash != std::string::npos) name = name.substr(slash + 1);
+  for (const char* ext : {".pt", ".pth", ".ptl", ".zip"}) {
+    const std::string e(ext);
+    if (name.size() > e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0) {
+      return name.substr(0, name.size() - e.size());
+    }
+  }
+  return name;
+}
+
+Model::Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::Module> module,
+             std::vector<LayerInfo> layers)
+    : path_(std::move(path)), device_(device), layers_(std::move(layers)), module_(std::move(module)) {
+  for (const auto& tensor : module_->parameters()) parameter_bytes_ += tensor.numel() * tensor.element_size();
+  for (const auto& tensor : module_->buffers()) parameter_bytes_ += tensor.numel() * tensor.element_size();
+}
+
+std::shared_ptr<Model> Model::load(const std::string& path, const std::string& device_spec) {
+  const c10::Device device = parse_device(device_spec);
+  if (!file_exists(path)) {
+    throw CkaError(codes::kModelNotFound, "Model file '" + path + "' does not exist or cannot be read");
+  }
+  auto module = std::make_shared<torch::jit::Module>();
+  try {
+    *module = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw CkaError(codes::kModelLoad, "Could not load '" + path +
+                                          "' as a TorchScript model (export it with torch.jit.script or "
+                                          "torch.jit.trace, then torch.jit.save): " +
+                                          shorten_message(e.what_without_backtrace(), 4));
+  }
+  module->eval();
+  std::vector<LayerInfo> layers = install_taps(*module);
+  return std::shared_ptr<Model>(new Model(path, device, std::move(module), std::move(layers)));
+}
+
+std::shared_ptr<torch::jit::Module> Model::module_or_throw() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!module_) throw CkaError(codes::kDisposed, "Model '" + path_ + "' has been disposed");
+  return module_;
+}
+
+void Model::dispose() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  module_.reset();  // work already running keeps its own reference
+}
+
+bool Model::disposed() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !module_;
+}
+
+LayerSelection Model::select(const std::vector<std::string>& names) const {
+  return resolve_layers(layers_, names, "'" + model_base_name(path_) + "'");
+}
+
+void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const {
+  std::shared_ptr<torch::jit::Module> module = module_or_throw();
+  c10::InferenceMode inference;
+  std::vector<c10::IValue> args;
+  args.reserve(inputs.size());
+  for (const auto& input : inputs) args.emplace_back(input.to(device_));
+  TapScope scope(&receiver);
+  try {
+    module->forward(std::move(args));
+  } catch (const c10::Error& e) {
+    throw CkaError(codes::kForwardFailed, "Model '" + model_base_name(path_) + "' failed on " + what + ": " +
+                                              shorten_message(e.what_without_backtrace()));
+  } catch (const CkaError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CkaError(codes::kForwardFailed,
+                   "Model '" + model_base_name(path_) + "' failed on " + what + ": " + shorten_message(e.what()));
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Model::extract(const std::vector<at::Tensor>& inputs,
+                                                               const std::vector<std::string>& names) const {
+  const LayerSelection selection = select(names);
+  FeatureRecorder recorder(layers_.size());
+  for (const auto& entry : selection.entries) recorder.want(entry.layer);
+  forward(inputs, recorder, "the batch passed to extract()");
+  if (!recorder.error().empty()) {
+    const auto& info = layers_[static_cast<size_t>(recorder.error_layer())];
+    throw CkaError(codes::kNoTensorOutput, "Output of layer '" + info.name + "' (" + info.type + "): " +
+                                               recorder.error());
+  }
+  std::vector<Row> rows =
+      plan_rows(selection, layers_, recorder.calls(), "'" + model_base_name(path_) + "'", "extract()", nullptr);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& row : rows) out.emplace_back(row.name, recorder.features().at({row.layer, row.call}));
+  return out;
+}
+
+}  // namespace tcka

@@ -1,0 +1,63 @@
+// A TorchScript model loaded onto a device, in eval mode, with output taps
+// installed on every submodule (see taps.h).
+#pragma once
+
+#include <torch/script.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "layer_select.h"
+#include "taps.h"
+
+namespace tcka {
+
+class Model {
+ public:
+  // Throws CkaError: ERR_MODEL_NOT_FOUND, ERR_MODEL_LOAD, ERR_INVALID_DEVICE,
+  // ERR_DEVICE_UNAVAILABLE.
+  static std::shared_ptr<Model> load(const std::string& path, const std::string& device);
+
+  const std::string& path() const { return path_; }
+  const c10::Device& device() const { return device_; }
+  const std::vector<LayerInfo>& layers() const { return layers_; }
+  // Bytes held by parameters and buffers (reported to V8 by the addon).
+  int64_t parameter_bytes() const { return parameter_bytes_; }
+
+  // Resolves user layer names ("conv1", "relu#2"); empty = every module that
+  // can run. Throws ERR_UNKNOWN_LAYER (with the closest names),
+  // ERR_DUPLICATE_LAYER, ERR_NO_TENSOR_OUTPUT, ERR_LAYER_NOT_CALLABLE.
+  LayerSelection select(const std::vector<std::string>& names) const;
+
+  // Runs forward on `inputs` (moved to the model's device) with `receiver`
+  // installed. `what` names the work for error messages ("batch 3").
+  // Throws ERR_DISPOSED, ERR_FORWARD_FAILED.
+  void forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const;
+
+  // Features of the selected layers for one batch, on the CPU, in selection
+  // order with repeated calls expanded (name, name#2, ...).
+  std::vector<std::pair<std::string, at::Tensor>> extract(const std::vector<at::Tensor>& inputs,
+                                                          const std::vector<std::string>& names) const;
+
+  void dispose();
+  bool disposed() const;
+
+ private:
+  Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::Module> module,
+        std::vector<LayerInfo> layers);
+  std::shared_ptr<torch::jit::Module> module_or_throw() const;
+
+  std::string path_;
+  c10::Device device_;
+  std::vector<LayerInfo> layers_;
+  int64_t parameter_bytes_ = 0;
+  mutable std::mutex mutex_;
+  std::shared_ptr<torch::jit::Module> module_;  // null once disposed
+};
+
+// The file name without folders and without a .pt/.pth/.ptl extension.
+std::string model_base_name(const std::string& path);
+
+}  // namespace tcka

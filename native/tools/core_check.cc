@@ -1,0 +1,248 @@
+// Plain C++ check and bench of the libtorch core, for machines without Node
+// (a GPU box, a sanitizer build).
+//
+//   tcka-core-check selftest [--device cuda]
+//   tcka-core-check compare M1.pt M2.pt --shape 3,32,32 [--batch 32] [--batches 4]
+//       [--device cpu|cuda] [--check-device cpu] [--layers1 a,b] [--layers2 c,d]
+//       [--threads N] [--repeat 3] [--json out.json]
+//
+// selftest compares the all-pairs HSIC against plain float64 loops of
+// eq. 3; compare times the bare forward passes (the floor) against a whole
+// CKA run on the same inputs and, with --check-device, compares the matrix
+// with one computed on another device.
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "device.h"
+#include "engine.h"
+#include "errors.h"
+
+using namespace tcka;
+
+namespace {
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, sep)) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// Eq. 3 of Nguyen et al. written as plainly as possible, in float64 loops.
+double naive_hsic(const std::vector<double>& k, const std::vector<double>& l, int64_t n) {
+  double trace = 0, sum_k = 0, sum_l = 0, rows = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double rk = 0, rl = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      trace += k[i * n + j] * l[j * n + i];
+      rk += k[i * n + j];
+      rl += l[i * n + j];
+    }
+    sum_k += rk;
+    sum_l += rl;
+    rows += rk * rl;
+  }
+  const double nd = static_cast<double>(n);
+  return (trace + sum_k * sum_l / ((nd - 1) * (nd - 2)) - 2.0 / (nd - 2) * rows) / (nd * (nd - 3));
+}
+
+std::vector<double> gram64(const at::Tensor& x) {
+  at::Tensor xd = x.to(at::kDouble).cpu().reshape({x.size(0), -1});
+  at::Tensor g = at::mm(xd, xd.t()).contiguous();
+  return std::vector<double>(g.data_ptr<double>(), g.data_ptr<double>() + g.numel());
+}
+
+int selftest(const c10::Device& device) {
+  torch::manual_seed(7);
+  int failures = 0;
+  auto expect = [&](bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    failures += ok ? 0 : 1;
+  };
+  const int64_t n = 24;
+  std::vector<at::Tensor> xs = {torch::randn({n, 10}) + 100.0, torch::randn({n, 3, 4}), torch::randn({n, 7})};
+  at::Tensor q = std::get<0>(at::linalg_qr(torch::randn({10, 10}, torch::kDouble))).to(at::kFloat);
+  std::vector<at::Tensor> ys = {xs[0].matmul(q) * 3.0, torch::randn({n, 5}), xs[2] * -2.0 + 5.0};
+  auto batch = [&](const std::vector<at::Tensor>& feats) {
+    GramBatch b{at::empty({static_cast<int64_t>(feats.size()), n, n}, at::TensorOptions().device(device)),
+                at::empty({static_cast<int64_t>(feats.size()), 2}, at::TensorOptions().device(device))};
+    for (size_t i = 0; i < feats.size(); ++i) {
+      reduce_to_gram(feats[i].to(device), n, at::kFloat, b.grams[i], b.stats[i]);
+    }
+    return b;
+  };
+  HsicAccumulator acc(3, 3, device, at::kDouble);
+  BatchHsic h = acc.compute(batch(xs), batch(ys), n);
+  at::Tensor xy = h.xy.cpu(), xx = h.xx.cpu(), yy = h.yy.cpu();
+  double worst = 0;
+  for (int a = 0; a < 3; ++a) {
+    auto ka = gram64(xs[a]);
+    const double ref_xx = naive_hsic(ka, ka, n);
+    worst = std::max(worst, std::abs(xx[a].item<double>() - ref_xx) / std::abs(ref_xx));
+    for (int b = 0; b < 3; ++b) {
+      auto lb = gram64(ys[b]);
+      const double ref = naive_hsic(ka, lb, n);
+      const double scale = std::sqrt(naive_hsic(ka, ka, n) * naive_hsic(lb, lb, n));
+      worst = std::max(worst, std::abs(xy[a][b].item<double>() - ref) / scale);
+    }
+  }
+  expect(worst < 1e-5, "all-pairs HSIC matches float64 loops (worst relative error " + std::to_string(worst) + ")");
+  const double cka_q = xy[0][0].item<double>() / std::sqrt(xx[0].item<double>() * yy[0].item<double>());
+  expect(std::abs(cka_q - 1) < 1e-5, "CKA(X + 100, 3 X Q) = 1 (got " + std::to_string(cka_q) + ")");
+  const double cka_s = xy[2][2].item<double>() / std::sqrt(xx[2].item<double>() * yy[2].item<double>());
+  expect(std::abs(cka_s - 1) < 1e-5, "CKA(X, -2 X + 5) = 1 (got " + std::to_string(cka_s) + ")");
+  std::vector<at::Tensor> constant = {torch::full({n, 6}, 0.1f), torch::zeros({n, 2})};
+  HsicAccumulator acc2(2, 3, device, at::kDouble);
+  BatchHsic c = acc2.compute(batch(constant), batch(ys), n);
+  expect(c.xx.cpu().abs().max().item<double>() == 0.0 && c.xy.cpu().abs().max().item<double>() == 0.0,
+         "constant layers contribute exactly 0");
+  return failures;
+}
+
+struct Timing {
+  double median = 0, min = 0, max = 0;
+};
+
+Timing summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct NoTaps : TapReceiver {
+  void on_tap(int64_t, const c10::IValue&) noexcept override {}
+};
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+int compare(std::map<std::string, std::string> opt, const std::vector<std::string>& files) {
+  const std::string device = opt.count("device") ? opt["device"] : "cpu";
+  const int64_t batch = opt.count("batch") ? std::stoll(opt["batch"]) : 32;
+  const int64_t batches = opt.count("batches") ? std::stoll(opt["batches"]) : 4;
+  const int repeat = opt.count("repeat") ? std::stoi(opt["repeat"]) : 3;
+  if (opt.count("threads")) at::set_num_threads(std::stoi(opt["threads"]));
+  std::vector<int64_t> shape = {batch};
+  for (const auto& s : split(opt.count("shape") ? opt["shape"] : "3,32,32", ',')) shape.push_back(std::stoll(s));
+
+  torch::manual_seed(0);
+  std::vector<at::Tensor> inputs;
+  for (int64_t b = 0; b < batches; ++b) inputs.push_back(torch::randn(shape));
+
+  auto run = [&](const std::string& dev, bool timed, std::vector<double>* floor_s, std::vector<double>* cka_s) {
+    auto m1 = Model::load(files[0], dev);
+    auto m2 = files[1] == files[0] ? Model::load(files[0], dev) : Model::load(files[1], dev);
+    CkaConfig config;
+    if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
+    if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
+    const c10::Device d = m1->device();
+    std::vector<at::Tensor> on_device;
+    for (const auto& x : inputs) on_device.push_back(x.to(d));
+    NoTaps none;
+    CkaResult result;
+    for (int r = 0; r < (timed ? repeat + 1 : 1); ++r) {  // run 0 warms up and is not counted
+      auto t0 = std::chrono::steady_clock::now();
+      for (const auto& x : on_device) {
+        m1->forward({x}, none, "floor");
+        m2->forward({x}, none, "floor");
+      }
+      synchronize(d);
+      const double floor = seconds_since(t0);
+      CkaEngine engine(m1, m2, config);
+      t0 = std::chrono::steady_clock::now();
+      for (const auto& x : on_device) engine.step({x}, nullptr);
+      result = engine.result();
+      const double cka = seconds_since(t0);
+      if (r > 0) {
+        floor_s->push_back(floor);
+        cka_s->push_back(cka);
+      }
+    }
+    return result;
+  };
+
+  std::vector<double> floor_s, cka_s;
+  CkaResult result = run(device, true, &floor_s, &cka_s);
+  const Timing f = summarize(floor_s), c = summarize(cka_s);
+  std::printf("models: %s vs %s, device %s, threads %d, %lld batches of %lld, layers %zu x %zu\n", files[0].c_str(),
+              files[1].c_str(), device.c_str(), at::get_num_threads(), static_cast<long long>(batches),
+              static_cast<long long>(batch), result.rows1.size(), result.rows2.size());
+  std::printf("floor   (forward only) median %.4f s (min %.4f, max %.4f) over %d runs after 1 warm-up\n", f.median,
+              f.min, f.max, repeat);
+  std::printf("compare (CKA)          median %.4f s (min %.4f, max %.4f)\n", c.median, c.min, c.max);
+  std::printf("ratio compare/floor    %.3f\n", c.median / f.median);
+
+  double max_diff = -1;
+  if (opt.count("check-device")) {
+    std::vector<double> unused1, unused2;
+    CkaResult other = run(opt["check-device"], false, &unused1, &unused2);
+    max_diff = 0;
+    for (size_t i = 0; i < result.cka.size(); ++i) {
+      if (result.cka[i].has_value() != other.cka[i].has_value()) {
+        max_diff = INFINITY;
+        break;
+      }
+      if (result.cka[i]) max_diff = std::max(max_diff, std::abs(*result.cka[i] - *other.cka[i]));
+    }
+    std::printf("max |CKA(%s) - CKA(%s)| = %.3g\n", device.c_str(), opt["check-device"].c_str(), max_diff);
+  }
+  if (opt.count("json")) {
+    std::ofstream out(opt["json"]);
+    out << "{\"device\":\"" << device << "\",\"threads\":" << at::get_num_threads() << ",\"batch\":" << batch
+        << ",\"batches\":" << batches << ",\"layers1\":" << result.rows1.size()
+        << ",\"layers2\":" << result.rows2.size() << ",\"floor_s\":" << f.median << ",\"compare_s\":" << c.median
+        << ",\"ratio\":" << c.median / f.median << ",\"max_diff\":" << max_diff << "}\n";
+  }
+  return max_diff > 1e-4 ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) == 0 && i + 1 < argc) {
+      opt[arg.substr(2)] = argv[++i];
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  try {
+    if (!positional.empty() && positional[0] == "selftest") {
+      const int failures = selftest(parse_device(opt.count("device") ? opt["device"] : "cpu"));
+      std::printf("%d passed, %d failed\n", 4 - failures, failures);
+      return failures == 0 ? 0 : 1;
+    }
+    if (positional.size() == 3 && positional[0] == "compare") {
+      return compare(opt, {positional[1], positional[2]});
+    }
+    std::fprintf(stderr, "usage: tcka-core-check selftest | compare M1.pt M2.pt [--shape 3,32,32] ...\n");
+    return 2;
+  } catch (const CkaError& e) {
+    std::fprintf(stderr, "%s: %s\n", e.code().c_str(), e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "%s\n", shorten_message(e.what_without_backtrace()).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,95 @@
+// Loads the compiled addon and types the raw binding. Nothing else in the
+// package touches the .node file.
+import path from 'node:path';
+
+import { ErrorCodes, makeError } from './errors';
+import type { DType, TensorData, TensorLike } from './tensor';
+
+export interface NativeLayer {
+  name: string;
+  type: string;
+  callable: boolean;
+  outputType: string;
+}
+
+export interface NativeTensor {
+  data: TensorData;
+  shape: number[];
+  dtype: DType;
+}
+
+export interface NativeModel {
+  readonly path: string;
+  readonly device: string;
+  readonly disposed: boolean;
+  layers(): NativeLayer[];
+  extract(batch: TensorLike | TensorLike[], layers: string[]): Promise<Array<[string, NativeTensor]>>;
+  dispose(): void;
+}
+
+export interface NativeCkaOptions {
+  layers1: string[];
+  layers2: string[];
+  label1: string;
+  label2: string;
+  precision?: 'float64' | 'float32';
+}
+
+export interface NativeStep {
+  n: number;
+  skipped: boolean;
+  warnings: string[];
+}
+
+export interface NativeResult {
+  rows1: string[];
+  rows2: string[];
+  cka: Array<Array<number | null>>;
+  self1: number[];
+  self2: number[];
+  samples: number;
+  batches: number;
+  skipped: number;
+  warnings: string[];
+}
+
+export interface NativeCka {
+  readonly busy: boolean;
+  step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
+  result(): NativeResult;
+}
+
+export interface RuntimeInfo {
+  libtorchVersion: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  threads: number;
+}
+
+export interface Binding {
+  loadModel(path: string, device: string): Promise<NativeModel>;
+  NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCkaOptions) => NativeCka;
+  runtimeInfo(): RuntimeInfo;
+}
+
+let cached: Binding | undefined;
+
+export function binding(): Binding {
+  if (cached) return cached;
+  const root = path.join(__dirname, '..');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const load = require('node-gyp-build') as (dir: string) => unknown;
+    cached = load(root) as Binding;
+  } catch (cause) {
+    const error = makeError(
+      Error,
+      ErrorCodes.NATIVE_LOAD,
+      `Could not load the torch-cka native addon: ${(cause as Error).message}\n` +
+        'Build it with `npm rebuild torch-cka` (it needs libtorch: see the README, "Install").',
+    );
+    (error as Error & { cause?: unknown }).cause = cause;
+    throw error;
+  }
+  return cached;
+}

@@ -1,0 +1,234 @@
+import { binding, type NativeCka } from './binding';
+import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
+import { optionalFunction, optionalObject, optionalOneOf, optionalString, optionalStringArray } from './is';
+import { type Model, requireModel } from './model';
+import { type Batch, toNativeBatch } from './tensor';
+
+export interface CKAOptions {
+  /** Defaults to the model's name (its file's base name). */
+  model1Name?: string;
+  model2Name?: string;
+  /** Layers of model 1, in the row order wanted; default: every submodule that runs. */
+  model1Layers?: readonly string[];
+  model2Layers?: readonly string[];
+  dataset1Name?: string;
+  dataset2Name?: string;
+  /**
+   * Precision of the all-pairs HSIC products. `float64` (default) is exact to
+   * about 1e-7 relative; `float32` is faster for many layers and large batches.
+   * The sums are kept in float64 either way.
+   */
+  precision?: 'float64' | 'float32';
+  /** Receives warnings; default: `process.emitWarning`. */
+  onWarning?: (warning: CkaWarning) => void;
+}
+
+export interface CkaWarning {
+  code:
+    | 'TORCH_CKA_SKIPPED_BATCH'
+    | 'TORCH_CKA_LAYER_LEFT_OUT'
+    | 'TORCH_CKA_CONSTANT_LAYER'
+    | 'TORCH_CKA_SAME_NAMES'
+    | 'TORCH_CKA_UNEVEN_DATA';
+  message: string;
+}
+
+export interface CompareProgress {
+  /** Batches compared so far in this call (skipped ones not included). */
+  batches: number;
+  /** Samples compared so far in this call. */
+  samples: number;
+  /** Batches skipped so far in this call for having fewer than 4 samples. */
+  skipped: number;
+}
+
+export interface CompareOptions {
+  onProgress?: (progress: CompareProgress) => void;
+  /** Stops before the next batch; compare() then rejects with an AbortError. */
+  signal?: AbortSignal;
+}
+
+export interface CompareSummary extends CompareProgress {
+  /** Which stream ran out first when the two differ in length, else null. */
+  stoppedEarly: 'data1' | 'data2' | null;
+}
+
+/** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
+export interface CKAResult {
+  model1Name: string;
+  model2Name: string;
+  /** Row names: model 1's layers, with `#k` for the k-th call of a module run several times. */
+  model1Layers: string[];
+  /** Column names: model 2's layers. */
+  model2Layers: string[];
+  dataset1Name: string;
+  dataset2Name: string;
+  /** Minibatch CKA, rows = model1Layers; null where a layer does not vary over the data. */
+  cka: Array<Array<number | null>>;
+  /** Samples compared (skipped batches not included). */
+  samples: number;
+  /** Batches compared. */
+  batches: number;
+}
+
+export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
+
+function iteratorOf(data: unknown, what: string): AsyncIterator<Batch> | Iterator<Batch> {
+  if (data !== null && typeof data === 'object') {
+    const source = data as Partial<AsyncIterable<Batch> & Iterable<Batch>>;
+    const asyncIterator = source[Symbol.asyncIterator];
+    if (typeof asyncIterator === 'function') return asyncIterator.call(source);
+    const iterator = source[Symbol.iterator];
+    if (typeof iterator === 'function' && !ArrayBuffer.isView(source)) return iterator.call(source);
+  }
+  throw invalidArgType(`Expected ${what} to be an Iterable or AsyncIterable of batches but received ${describe(data)}`);
+}
+
+function abortError(signal: AbortSignal): Error {
+  const error = makeError(Error, ErrorCodes.ABORTED, 'compare() was aborted');
+  error.name = 'AbortError';
+  (error as Error & { cause?: unknown }).cause = signal.reason;
+  return error;
+}
+
+const defaultWarning = (warning: CkaWarning): void => {
+  process.emitWarning(warning.message, { type: 'TorchCkaWarning', code: warning.code });
+};
+
+/**
+ * Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021) between every chosen
+ * layer of two models, computed natively as the batches stream through.
+ */
+export class CKA {
+  readonly model1: Model;
+  readonly model2: Model;
+  readonly model1Name: string;
+  readonly model2Name: string;
+  readonly dataset1Name: string;
+  private dataset2NameOption: string | undefined;
+  private sameData = true;
+  private readonly native: NativeCka;
+  private readonly warn: (warning: CkaWarning) => void;
+  private readonly warned = new Set<string>();
+  private running = false;
+
+  constructor(model1: Model, model2: Model, options?: CKAOptions) {
+    this.model1 = requireModel(model1, 'model1');
+    this.model2 = requireModel(model2, 'model2');
+    const opts = optionalObject(options, 'options');
+    this.model1Name = optionalString(opts.model1Name, 'options.model1Name') ?? model1.name;
+    this.model2Name = optionalString(opts.model2Name, 'options.model2Name') ?? model2.name;
+    this.dataset1Name = optionalString(opts.dataset1Name, 'options.dataset1Name') ?? 'data1';
+    this.dataset2NameOption = optionalString(opts.dataset2Name, 'options.dataset2Name');
+    this.warn = optionalFunction<(w: CkaWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
+    const precision = optionalOneOf(opts.precision, ['float64', 'float32'] as const, 'options.precision');
+    this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
+      layers1: optionalStringArray(opts.model1Layers, 'options.model1Layers') ?? [],
+      layers2: optionalStringArray(opts.model2Layers, 'options.model2Layers') ?? [],
+      label1: this.model1Name,
+      label2: this.model2Name,
+      ...(precision ? { precision } : {}),
+    });
+    if (this.model1Name === this.model2Name) {
+      this.warnOnce({
+        code: 'TORCH_CKA_SAME_NAMES',
+        message: `Both models are named '${this.model1Name}'; pass model1Name and model2Name to tell them apart`,
+      });
+    }
+  }
+
+  get dataset2Name(): string {
+    return this.dataset2NameOption ?? (this.sameData ? this.dataset1Name : 'data2');
+  }
+
+  /**
+   * Feeds batches through both models and adds their HSIC terms to the
+   * running sums. Model 2 sees `data2`, or `data1` when it is omitted. Can be
+   * called again to add more batches.
+   */
+  async compare(data1: DataSource, data2?: DataSource, options?: CompareOptions): Promise<CompareSummary> {
+    if (this.running) {
+      throw makeError(Error, ErrorCodes.BUSY, 'compare() is already running on this CKA object; await it first');
+    }
+    const opts = optionalObject(options, 'options');
+    const onProgress = optionalFunction<(p: CompareProgress) => void>(opts.onProgress, 'options.onProgress');
+    const signal = opts.signal as AbortSignal | undefined;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw invalidArgType(`Expected an AbortSignal for options.signal but received ${describe(signal)}`);
+    }
+    const first = iteratorOf(data1, 'data1');
+    const second = data2 === undefined ? undefined : iteratorOf(data2, 'data2');
+    if (second !== undefined) this.sameData = false;
+
+    this.running = true;
+    const summary: CompareSummary = { batches: 0, samples: 0, skipped: 0, stoppedEarly: null };
+    let step = 0;
+    try {
+      for (;;) {
+        if (signal?.aborted) throw abortError(signal);
+        const [a, b] = await Promise.all([first.next(), second?.next()]);
+        if (a.done || (b !== undefined && b.done)) {
+          if (b !== undefined && a.done !== b.done) {
+            summary.stoppedEarly = a.done ? 'data1' : 'data2';
+            const other = a.done ? second : first;
+            await other?.return?.();
+            this.warnOnce({
+              code: 'TORCH_CKA_UNEVEN_DATA',
+              message: `${a.done ? 'data1' : 'data2'} ran out after ${step} batch(es) while the other had more; compared the first ${step}`,
+            });
+          }
+          break;
+        }
+        const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
+        const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
+        const result = await this.native.step(inputs1, inputs2);
+        for (const message of result.warnings) {
+          this.warnOnce({
+            code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT',
+            message,
+          });
+        }
+        if (result.skipped) {
+          summary.skipped += 1;
+        } else {
+          summary.batches += 1;
+          summary.samples += result.n;
+        }
+        step += 1;
+        onProgress?.({ batches: summary.batches, samples: summary.samples, skipped: summary.skipped });
+      }
+    } catch (error) {
+      await Promise.allSettled([first.return?.(), second?.return?.()]);
+      throw error;
+    } finally {
+      this.running = false;
+    }
+    return summary;
+  }
+
+  /** The CKA matrix so far. Fails with ERR_NO_DATA before any batch was compared. */
+  export(): CKAResult {
+    if (this.running) {
+      throw makeError(Error, ErrorCodes.BUSY, 'export() was called while compare() is running; await it first');
+    }
+    const result = this.native.result();
+    for (const message of result.warnings) this.warnOnce({ code: 'TORCH_CKA_CONSTANT_LAYER', message });
+    return {
+      model1Name: this.model1Name,
+      model2Name: this.model2Name,
+      model1Layers: result.rows1,
+      model2Layers: result.rows2,
+      dataset1Name: this.dataset1Name,
+      dataset2Name: this.dataset2Name,
+      cka: result.cka,
+      samples: result.samples,
+      batches: result.batches,
+    };
+  }
+
+  private warnOnce(warning: CkaWarning): void {
+    if (this.warned.has(warning.message)) return;
+    this.warned.add(warning.message);
+    this.warn(warning);
+  }
+}

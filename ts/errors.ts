@@ -1,0 +1,64 @@
+/** Stable error codes. The native side uses the same strings (native/core/errors.h). */
+export const ErrorCodes = {
+  MODEL_NOT_FOUND: 'ERR_MODEL_NOT_FOUND',
+  MODEL_LOAD: 'ERR_MODEL_LOAD',
+  INVALID_DEVICE: 'ERR_INVALID_DEVICE',
+  DEVICE_UNAVAILABLE: 'ERR_DEVICE_UNAVAILABLE',
+  UNKNOWN_LAYER: 'ERR_UNKNOWN_LAYER',
+  DUPLICATE_LAYER: 'ERR_DUPLICATE_LAYER',
+  NO_TENSOR_OUTPUT: 'ERR_NO_TENSOR_OUTPUT',
+  LAYER_NOT_CALLABLE: 'ERR_LAYER_NOT_CALLABLE',
+  LAYER_NOT_RUN: 'ERR_LAYER_NOT_RUN',
+  LAYER_CALL_COUNT: 'ERR_LAYER_CALL_COUNT',
+  LAYER_SHAPE: 'ERR_LAYER_SHAPE',
+  NO_LAYERS: 'ERR_NO_LAYERS',
+  FORWARD_FAILED: 'ERR_FORWARD_FAILED',
+  BATCH_SIZE_MISMATCH: 'ERR_BATCH_SIZE_MISMATCH',
+  INVALID_BATCH: 'ERR_INVALID_BATCH',
+  NON_FINITE: 'ERR_NON_FINITE',
+  NO_DATA: 'ERR_NO_DATA',
+  DISPOSED: 'ERR_DISPOSED',
+  BUSY: 'ERR_BUSY',
+  INVALID_ARG: 'ERR_INVALID_ARG',
+  ABORTED: 'ABORT_ERR',
+  NATIVE_LOAD: 'ERR_NATIVE_LOAD',
+  INTERNAL: 'ERR_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** An Error, TypeError or RangeError carrying one of {@link ErrorCodes} as `code`. */
+export interface CkaError extends Error {
+  code: ErrorCode;
+}
+
+type ErrorClass = typeof Error | typeof TypeError | typeof RangeError;
+
+export function makeError(Kind: ErrorClass, code: ErrorCode, message: string): CkaError {
+  const error = new Kind(message) as CkaError;
+  error.code = code;
+  return error;
+}
+
+export const invalidArgType = (message: string): CkaError => makeError(TypeError, ErrorCodes.INVALID_ARG, message);
+export const invalidArgValue = (message: string): CkaError => makeError(RangeError, ErrorCodes.INVALID_ARG, message);
+
+/** Describes a received value for messages: "1.5", "a string", "an array", ... */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  switch (typeof value) {
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+      return String(value);
+    case 'string':
+      return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+    case 'undefined':
+      return 'undefined';
+    case 'function':
+      return 'a function';
+    default:
+      return (value as object).constructor?.name ? `a ${(value as object).constructor.name}` : 'an object';
+  }
+}

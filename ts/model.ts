@@ -1,0 +1,108 @@
+import { binding, type NativeModel } from './binding';
+import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
+import { optionalObject, optionalString, optionalStringArray, requireString } from './is';
+import { type Batch, Tensor, toNativeBatch } from './tensor';
+
+/** A named submodule, in definition order (named_modules, root left out). */
+export interface LayerInfo {
+  /** Dotted path, e.g. `layer1.0.conv1`. */
+  name: string;
+  /** Class name, e.g. `Conv2d`. */
+  type: string;
+}
+
+export interface LoadModelOptions {
+  /** `cpu` (default), `cuda` or `cuda:N`. */
+  device?: string;
+  /** Display name; defaults to the file's base name without extension. */
+  name?: string;
+}
+
+const baseName = (file: string): string => {
+  const name = file.split(/[\\/]/).pop() ?? file;
+  return name.replace(/\.(pt|pth|ptl|zip)$/i, '');
+};
+
+/** A TorchScript model loaded for comparison. Create with {@link loadModel}. */
+export class Model {
+  /** @internal */
+  readonly native: NativeModel;
+  readonly name: string;
+
+  /** @internal */
+  constructor(native: NativeModel, name: string) {
+    this.native = native;
+    this.name = name;
+  }
+
+  get path(): string {
+    return this.native.path;
+  }
+
+  /** The device the model runs on, e.g. `cpu` or `cuda:0`. */
+  get device(): string {
+    return this.native.device;
+  }
+
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+
+  /** Named submodules in definition order, root left out. */
+  layers(): LayerInfo[] {
+    this.assertLive();
+    return this.native.layers().map(({ name, type }) => ({ name, type }));
+  }
+
+  /**
+   * Runs one batch and returns the outputs of `layers` (default: every
+   * submodule that runs), keyed `name`, `name#2`, ... for modules called more
+   * than once. A tuple or list output gives its first tensor.
+   */
+  async extract(batch: Batch, layers?: readonly string[]): Promise<Record<string, Tensor>> {
+    this.assertLive();
+    const names = optionalStringArray(layers, 'layers') ?? [];
+    const features = await this.native.extract(toNativeBatch(batch, 'the batch'), names);
+    const out: Record<string, Tensor> = {};
+    for (const [name, tensor] of features) out[name] = new Tensor(tensor.data, tensor.shape);
+    return out;
+  }
+
+  /** Frees the model. Work already running finishes first; later calls fail with ERR_DISPOSED. */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+
+  private assertLive(): void {
+    if (this.native.disposed) {
+      throw makeError(Error, ErrorCodes.DISPOSED, `Model '${this.name}' (${this.path}) has been disposed`);
+    }
+  }
+}
+
+/**
+ * Loads a TorchScript file (`torch.jit.script` or `torch.jit.trace`, saved
+ * with `torch.jit.save`) onto a device, in eval mode, without autograd.
+ */
+export async function loadModel(path: string, options?: LoadModelOptions): Promise<Model> {
+  requireString(path, 'path');
+  const opts = optionalObject(options, 'options');
+  const device = optionalString(opts.device, 'options.device') ?? 'cpu';
+  const name = optionalString(opts.name, 'options.name') ?? baseName(path);
+  const native = await binding().loadModel(path, device);
+  return new Model(native, name);
+}
+
+export function requireModel(value: unknown, what: string): Model {
+  if (!(value instanceof Model)) {
+    throw invalidArgType(`Expected ${what} to be a Model from loadModel() but received ${describe(value)}`);
+  }
+  if (value.disposed) {
+    throw makeError(Error, ErrorCodes.DISPOSED, `${what} ('${value.name}') has been disposed`);
+  }
+  return value;
+}
