@@ -52,4 +52,9 @@ inline constexpr const char* kInternal = "ERR_INTERNAL";
 // Keep the first `max_lines` lines, which say what went wrong.
 std::string shorten_message(const std::string& message, size_t max_lines = 12);
 
+// The error a TorchScript interpreter failure ends with ("RuntimeError: mat1
+// and mat2 shapes cannot be multiplied ..."), without the tracebacks before it.
+// Other messages are returned shortened.
+std::string interpreter_error(const std::string& message);
+
 }  // namespace tcka

@@ -127,12 +127,12 @@ void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver
     module->forward(std::move(args));
   } catch (const c10::Error& e) {
     throw CkaError(codes::kForwardFailed, "Model '" + model_base_name(path_) + "' failed on " + what + ": " +
-                                              shorten_message(e.what_without_backtrace()));
+                                              interpreter_error(e.what_without_backtrace()));
   } catch (const CkaError&) {
     throw;
   } catch (const std::exception& e) {
     throw CkaError(codes::kForwardFailed,
-                   "Model '" + model_base_name(path_) + "' failed on " + what + ": " + shorten_message(e.what()));
+                   "Model '" + model_base_name(path_) + "' failed on " + what + ": " + interpreter_error(e.what()));
   }
 }
 

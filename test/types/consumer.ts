@@ -1,0 +1,41 @@
+// Compiled with `tsc --noEmit` by test/types.test.js: the public types are the contract.
+import { CKA, loadModel, Tensor, ErrorCodes, type CKAResult, type LayerInfo, type Batch, type CkaError } from 'torch-cka';
+
+async function main(): Promise<void> {
+  const m1 = await loadModel('resnet18.pt', { device: 'cpu' });
+  const m2 = await loadModel('resnet34.pt');
+  const layers: LayerInfo[] = m1.layers();
+  const names: string[] = layers.map((l) => `${l.name}:${l.type}`);
+  const batch: Batch = Tensor.from(new Float32Array(2 * 3), [2, 3]);
+  const feats: Record<string, Tensor> = await m1.extract(batch, ['layer1', 'fc']);
+  const cka = new CKA(m1, m2, {
+    model1Name: 'ResNet18',
+    model2Name: 'ResNet34',
+    model1Layers: names,
+    model2Layers: ['layer1'],
+    dataset1Name: 'cifar',
+    dataset2Name: 'svhn',
+  });
+  async function* data(): AsyncIterable<Batch> {
+    yield { data: new Float32Array(12), shape: [4, 3] };
+  }
+  const summary = await cka.compare(data(), [batch], {
+    onProgress: (p) => console.log(p.batches, p.samples),
+    signal: new AbortController().signal,
+  });
+  const stopped: 'data1' | 'data2' | null = summary.stoppedEarly;
+  const r: CKAResult = cka.export();
+  const cell: number | null = r.cka[0]?.[0] ?? null;
+  const code: string = ErrorCodes.UNKNOWN_LAYER;
+  try {
+    await m1.extract(batch);
+  } catch (error) {
+    const coded = error as CkaError;
+    console.log(coded.code === 'ERR_UNKNOWN_LAYER');
+  }
+  console.log(feats, stopped, cell, code, r.model1Layers, r.samples, r.batches);
+  m1.dispose();
+  await m2[Symbol.asyncDispose]();
+}
+
+void main;
