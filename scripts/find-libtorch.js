@@ -10,7 +10,13 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 
-const SYSTEM_LIB_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'];
+const SYSTEM_LIB_DIRS = [
+  '/usr/lib/x86_64-linux-gnu',
+  '/usr/lib/aarch64-linux-gnu',
+  '/usr/lib64',
+  '/usr/lib',
+  '/usr/local/lib',
+];
 
 const HOW_TO_INSTALL = `torch-cka needs libtorch (the C++ library of PyTorch) to build. Install one of:
   Debian/Ubuntu:        sudo apt-get install libtorch-dev
@@ -24,7 +30,10 @@ function fromRoot(root, source) {
   if (!fs.existsSync(path.join(root, 'include', 'torch'))) return null;
   const libDir = [path.join(root, 'lib'), ...SYSTEM_LIB_DIRS].find(hasLib);
   if (!libDir) return null;
-  const configs = [path.join(root, 'share/cmake/Torch/TorchConfig.cmake'), path.join(libDir, 'cmake/Torch/TorchConfig.cmake')];
+  const configs = [
+    path.join(root, 'share/cmake/Torch/TorchConfig.cmake'),
+    path.join(libDir, 'cmake/Torch/TorchConfig.cmake'),
+  ];
   const config = configs.find((file) => fs.existsSync(file));
   let abi = null;
   if (config) {
@@ -58,7 +67,8 @@ function fromPython() {
   const pythons = [process.env.PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean);
   for (const python of pythons) {
     try {
-      const script = 'import torch, torch.utils; print(torch.utils.cmake_prefix_path); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))';
+      const script =
+        'import torch, torch.utils; print(torch.utils.cmake_prefix_path); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))';
       const [prefix, abi] = execFileSync(python, ['-c', script], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'ignore'],
@@ -82,7 +92,8 @@ function findLibtorch() {
   const { LIBTORCH, Torch_DIR: torchDir } = process.env;
   if (LIBTORCH) {
     const found = fromRoot(path.resolve(LIBTORCH), 'LIBTORCH');
-    if (!found) throw new Error(`LIBTORCH=${LIBTORCH} does not hold include/torch and lib/libtorch.so.\n\n${HOW_TO_INSTALL}`);
+    if (!found)
+      throw new Error(`LIBTORCH=${LIBTORCH} does not hold include/torch and lib/libtorch.so.\n\n${HOW_TO_INSTALL}`);
     return found;
   }
   if (torchDir) {

@@ -8,7 +8,10 @@ const { fixture, randomBatches } = require('./helpers');
 
 describe('async behaviour', () => {
   it('keeps the event loop turning while a long native batch runs', async () => {
-    const [m1, m2] = await Promise.all([loadModel(fixture('convnet_traced.pt')), loadModel(fixture('convnet_scripted.pt'))]);
+    const [m1, m2] = await Promise.all([
+      loadModel(fixture('convnet_traced.pt')),
+      loadModel(fixture('convnet_scripted.pt')),
+    ]);
     // One large batch: a single native step that takes a while.
     const cka = new CKA(m1, m2);
     let ticks = 0;
@@ -26,7 +29,7 @@ describe('async behaviour', () => {
     assert.ok(ticks > 20, `only ${ticks} event-loop turns during compare()`);
   });
 
-  it('loads and runs in a worker_threads Worker, giving the main thread\'s result', async () => {
+  it("loads and runs in a worker_threads Worker, giving the main thread's result", async () => {
     const batches = randomBatches(31, [6, 7], [12]);
     const [m1, m2] = await Promise.all([loadModel(fixture('mlp_scripted.pt')), loadModel(fixture('mlp_traced.pt'))]);
     const cka = new CKA(m1, m2);

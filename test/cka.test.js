@@ -42,7 +42,12 @@ describe('CKA against an independent float64 reference', () => {
     assert.deepEqual(r.model2Layers, rows2);
     assert.equal(r.samples, 32);
     assert.equal(r.batches, 4);
-    const expected = referenceCka(await featuresOf(m1, batches, rows1), await featuresOf(m2, batches, rows2), rows1, rows2);
+    const expected = referenceCka(
+      await featuresOf(m1, batches, rows1),
+      await featuresOf(m2, batches, rows2),
+      rows1,
+      rows2,
+    );
     assert.ok(maxRelativeError(r.cka, expected) < 1e-6, `relative error ${maxRelativeError(r.cka, expected)}`);
   });
 
@@ -106,9 +111,17 @@ describe('CKA properties', () => {
     const cka = new CKA(m, m, { model1Layers: layers, model2Layers: layers, ...warningSink() });
     await cka.compare(data1, data2);
     const r = cka.export();
-    const expected = referenceCka(await featuresOf(m, data1, layers), await featuresOf(m, data2, layers), layers, layers);
+    const expected = referenceCka(
+      await featuresOf(m, data1, layers),
+      await featuresOf(m, data2, layers),
+      layers,
+      layers,
+    );
     assert.ok(maxRelativeError(r.cka, expected) < 1e-6);
-    assert.ok(r.cka.every((row, i) => Math.abs(row[i]) < 0.5), 'unrelated data must not give a diagonal of 1');
+    assert.ok(
+      r.cka.every((row, i) => Math.abs(row[i]) < 0.5),
+      'unrelated data must not give a diagonal of 1',
+    );
   });
 
   it('row order follows the order the layers were given in', async () => {
@@ -121,7 +134,10 @@ describe('CKA properties', () => {
     const a = forward.export();
     const b = reversed.export();
     assert.deepEqual(b.model1Layers, ['out', 'fc2', 'fc1']);
-    assert.deepEqual(b.cka, [...a.cka].reverse().map((row) => [...row].reverse()));
+    assert.deepEqual(
+      b.cka,
+      [...a.cka].reverse().map((row) => [...row].reverse()),
+    );
   });
 
   it('adds batches across compare() calls', async () => {
@@ -206,7 +222,10 @@ describe('CKA data handling', () => {
     const m = await load('mlp_scripted.pt');
     const sink = warningSink();
     new CKA(m, m, sink); // eslint-disable-line no-new
-    assert.deepEqual(sink.warnings.map((w) => w.code), ['TORCH_CKA_SAME_NAMES']);
+    assert.deepEqual(
+      sink.warnings.map((w) => w.code),
+      ['TORCH_CKA_SAME_NAMES'],
+    );
   });
 
   it('exports the names given and the counts', async () => {
@@ -221,7 +240,15 @@ describe('CKA data handling', () => {
     assert.equal(r.samples, 11);
     assert.equal(r.batches, 2);
     assert.deepEqual(Object.keys(r).sort(), [
-      'batches', 'cka', 'dataset1Name', 'dataset2Name', 'model1Layers', 'model1Name', 'model2Layers', 'model2Name', 'samples',
+      'batches',
+      'cka',
+      'dataset1Name',
+      'dataset2Name',
+      'model1Layers',
+      'model1Name',
+      'model2Layers',
+      'model2Name',
+      'samples',
     ]);
   });
 });

@@ -73,7 +73,11 @@ describe('loadModel errors', () => {
   });
 
   it('rejects a non-string path with a TypeError', async () => {
-    await assert.rejects(loadModel(42), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /path but received 42/ });
+    await assert.rejects(loadModel(42), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG',
+      message: /path but received 42/,
+    });
   });
 });
 

@@ -21,7 +21,18 @@ describe('public types', () => {
     try {
       const run = spawnSync(
         process.execPath,
-        [tsc, '--noEmit', '--strict', '--types', 'node', '--baseUrl', path.join(__dirname, 'types'), '--paths', 'null', file],
+        [
+          tsc,
+          '--noEmit',
+          '--strict',
+          '--types',
+          'node',
+          '--baseUrl',
+          path.join(__dirname, 'types'),
+          '--paths',
+          'null',
+          file,
+        ],
         { encoding: 'utf8' },
       );
       assert.notEqual(run.status, 0);

@@ -1,5 +1,13 @@
 export { CKA } from './cka';
-export type { CKAOptions, CKAResult, CompareOptions, CompareProgress, CompareSummary, CkaWarning, DataSource } from './cka';
+export type {
+  CKAOptions,
+  CKAResult,
+  CompareOptions,
+  CompareProgress,
+  CompareSummary,
+  CkaWarning,
+  DataSource,
+} from './cka';
 export { ErrorCodes } from './errors';
 export type { CkaError, ErrorCode } from './errors';
 export { loadModel, Model } from './model';

@@ -30,7 +30,8 @@ export function optionalObject(value: unknown, name: string): Record<string, unk
 
 export function optionalFunction<T extends (...args: never[]) => unknown>(value: unknown, name: string): T | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'function') throw invalidArgType(`Expected a function for ${name} but received ${describe(value)}`);
+  if (typeof value !== 'function')
+    throw invalidArgType(`Expected a function for ${name} but received ${describe(value)}`);
   return value as T;
 }
 

@@ -1,8 +1,8 @@
 // Registers the addon's exports; the work lives in the files beside it.
-#include <napi.h>
-#include <torch/version.h>
 #include <ATen/Parallel.h>
+#include <napi.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #include "addon_data.h"
 #include "cka_wrap.h"

@@ -46,9 +46,9 @@ NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCk
     if (precision == "float32") {
       config.pair_dtype = at::kFloat;
     } else if (!precision.empty() && precision != "float64") {
-      throw make_error(env, {codes::kInvalidArg,
-                             "Expected precision to be 'float64' or 'float32' but received '" + precision + "'",
-                             ErrorKind::RangeError});
+      throw make_error(
+          env, {codes::kInvalidArg, "Expected precision to be 'float64' or 'float32' but received '" + precision + "'",
+                ErrorKind::RangeError});
     }
     engine_ = std::make_shared<CkaEngine>(std::move(model1), std::move(model2), std::move(config));
   });
@@ -56,8 +56,9 @@ NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCk
 
 void NativeCka::RequireIdle(Napi::Env env, const char* what) const {
   if (busy_) {
-    throw make_error(env, {codes::kBusy, std::string("Cannot ") + what +
-                                             " while a batch of this comparison is still running; await compare() first",
+    throw make_error(env, {codes::kBusy,
+                           std::string("Cannot ") + what +
+                               " while a batch of this comparison is still running; await compare() first",
                            ErrorKind::Error});
   }
 }

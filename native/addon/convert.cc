@@ -83,10 +83,19 @@ Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& input) {
     case at::kInt: dtype = "int32"; break;
     case at::kLong: dtype = "int64"; break;
     case at::kByte: dtype = "uint8"; break;
-    case at::kBool: tensor = tensor.to(at::kByte); dtype = "uint8"; break;
+    case at::kBool:
+      tensor = tensor.to(at::kByte);
+      dtype = "uint8";
+      break;
     case at::kChar:
-    case at::kShort: tensor = tensor.to(at::kInt); dtype = "int32"; break;
-    default: tensor = tensor.to(at::kFloat); dtype = "float32"; break;
+    case at::kShort:
+      tensor = tensor.to(at::kInt);
+      dtype = "int32";
+      break;
+    default:
+      tensor = tensor.to(at::kFloat);
+      dtype = "float32";
+      break;
   }
   tensor = tensor.contiguous();
   const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
@@ -94,13 +103,19 @@ Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& input) {
   if (bytes > 0) std::memcpy(buffer.Data(), tensor.data_ptr(), bytes);
   const size_t length = static_cast<size_t>(tensor.numel());
   Napi::Value data;
-  if (dtype == "float32") data = Napi::Float32Array::New(env, length, buffer, 0);
-  else if (dtype == "float64") data = Napi::Float64Array::New(env, length, buffer, 0);
-  else if (dtype == "int32") data = Napi::Int32Array::New(env, length, buffer, 0);
-  else if (dtype == "int64") data = Napi::BigInt64Array::New(env, length, buffer, 0);
-  else data = Napi::Uint8Array::New(env, length, buffer, 0);
+  if (dtype == "float32")
+    data = Napi::Float32Array::New(env, length, buffer, 0);
+  else if (dtype == "float64")
+    data = Napi::Float64Array::New(env, length, buffer, 0);
+  else if (dtype == "int32")
+    data = Napi::Int32Array::New(env, length, buffer, 0);
+  else if (dtype == "int64")
+    data = Napi::BigInt64Array::New(env, length, buffer, 0);
+  else
+    data = Napi::Uint8Array::New(env, length, buffer, 0);
   Napi::Array shape = Napi::Array::New(env, static_cast<size_t>(tensor.dim()));
-  for (int64_t i = 0; i < tensor.dim(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tensor.size(i))));
+  for (int64_t i = 0; i < tensor.dim(); ++i)
+    shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tensor.size(i))));
   Napi::Object out = Napi::Object::New(env);
   out.Set("data", data);
   out.Set("shape", shape);

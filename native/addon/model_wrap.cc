@@ -8,13 +8,11 @@
 namespace tcka::addon {
 
 Napi::Function NativeModel::Init(Napi::Env env) {
-  return DefineClass(env, "NativeModel",
-                     {InstanceMethod<&NativeModel::Layers>("layers"),
-                      InstanceMethod<&NativeModel::Extract>("extract"),
-                      InstanceMethod<&NativeModel::Dispose>("dispose"),
-                      InstanceAccessor<&NativeModel::Path>("path"),
-                      InstanceAccessor<&NativeModel::Device>("device"),
-                      InstanceAccessor<&NativeModel::Disposed>("disposed")});
+  return DefineClass(
+      env, "NativeModel",
+      {InstanceMethod<&NativeModel::Layers>("layers"), InstanceMethod<&NativeModel::Extract>("extract"),
+       InstanceMethod<&NativeModel::Dispose>("dispose"), InstanceAccessor<&NativeModel::Path>("path"),
+       InstanceAccessor<&NativeModel::Device>("device"), InstanceAccessor<&NativeModel::Disposed>("disposed")});
 }
 
 NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {

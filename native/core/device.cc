@@ -12,8 +12,7 @@ c10::Device parse_device(const std::string& spec) {
   if (spec == "cpu") return c10::Device(c10::kCPU);
   const std::string cuda = "cuda";
   if (spec.rfind(cuda, 0) != 0) {
-    throw CkaError(codes::kInvalidDevice,
-                   "Expected device to be 'cpu', 'cuda' or 'cuda:N' but received '" + spec + "'",
+    throw CkaError(codes::kInvalidDevice, "Expected device to be 'cpu', 'cuda' or 'cuda:N' but received '" + spec + "'",
                    ErrorKind::RangeError);
   }
   int index = 0;

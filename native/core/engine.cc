@@ -11,8 +11,7 @@ int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& wha
   if (inputs.empty()) throw CkaError(codes::kInvalidBatch, what + " has no input tensor", ErrorKind::TypeError);
   const at::Tensor& first = inputs.front();
   if (!first.defined() || first.dim() == 0) {
-    throw CkaError(codes::kInvalidBatch, what + ": the first input must have a batch dimension",
-                   ErrorKind::RangeError);
+    throw CkaError(codes::kInvalidBatch, what + ": the first input must have a batch dimension", ErrorKind::RangeError);
   }
   return first.size(0);
 }
@@ -59,10 +58,10 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   if (inputs2 != nullptr) {
     const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(steps_ - 1) + " of data 2");
     if (n2 != n) {
-      throw CkaError(codes::kBatchMismatch, "Step " + std::to_string(steps_ - 1) + ": data 1 gave " +
-                                                std::to_string(n) + " samples but data 2 gave " +
-                                                std::to_string(n2) +
-                                                "; both models must see the same number of samples in a step",
+      throw CkaError(codes::kBatchMismatch,
+                     "Step " + std::to_string(steps_ - 1) + ": data 1 gave " + std::to_string(n) +
+                         " samples but data 2 gave " + std::to_string(n2) +
+                         "; both models must see the same number of samples in a step",
                      ErrorKind::RangeError);
     }
   }
@@ -90,10 +89,10 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   }
   const BatchHsic terms = sums->compute(std::move(k), std::move(l), n);
 
-  const bool finite = at::stack({at::isfinite(terms.xx).all(), at::isfinite(terms.yy).all(),
-                                 at::isfinite(terms.xy).all()})
-                          .all()
-                          .item<bool>();
+  const bool finite =
+      at::stack({at::isfinite(terms.xx).all(), at::isfinite(terms.yy).all(), at::isfinite(terms.xy).all()})
+          .all()
+          .item<bool>();
   if (!finite) {
     std::string where;
     auto first_bad = [](const at::Tensor& t) { return at::nonzero(at::logical_not(at::isfinite(t.cpu()))); };
@@ -152,9 +151,8 @@ CkaResult CkaEngine::result() const {
                            const std::string& label) {
     for (size_t i = 0; i < self.size(); ++i) {
       if (self[i] > 0) continue;
-      out.warnings.push_back("Layer '" + rows[i] + "' of model " + label +
-                             " does not vary over the data (self-HSIC " + std::to_string(self[i]) +
-                             "): its CKA values are null");
+      out.warnings.push_back("Layer '" + rows[i] + "' of model " + label + " does not vary over the data (self-HSIC " +
+                             std::to_string(self[i]) + "): its CKA values are null");
     }
   };
   warn_constant(out.self1, out.rows1, sides_[0].label);

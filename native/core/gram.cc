@@ -80,8 +80,7 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
     if (call_limit_[index] >= 0 && call > call_limit_[index]) {
       fail(codes::kLayerCallCount, layer,
            "Layer '" + layers_[index].name + "' ran more often than in the first batch (" +
-               std::to_string(call_limit_[index]) +
-               " time(s)); the rows of a comparison are fixed by its first batch");
+               std::to_string(call_limit_[index]) + " time(s)); the rows of a comparison are fixed by its first batch");
       return;
     }
     at::Tensor feature = first_tensor(output);
@@ -125,9 +124,8 @@ void GramCollector::check(const std::string& model_label, const std::string& bat
     if (filled_[r]) continue;
     const Row& row = rows_[r];
     throw CkaError(codes::kLayerNotRun, "Layer '" + row.name + "' of model " + model_label + " did not run during " +
-                                            batch_label + " (layer '" +
-                                            layers_[static_cast<size_t>(row.layer)].name + "' ran " +
-                                            std::to_string(calls_[static_cast<size_t>(row.layer)]) +
+                                            batch_label + " (layer '" + layers_[static_cast<size_t>(row.layer)].name +
+                                            "' ran " + std::to_string(calls_[static_cast<size_t>(row.layer)]) +
                                             " time(s))");
   }
 }

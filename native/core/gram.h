@@ -29,11 +29,11 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
 class GramCollector : public TapReceiver {
  public:
   // Discovery: record every call of the selected layers (the first batch).
-  GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n,
-                at::ScalarType dtype, c10::Device device);
+  GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n, at::ScalarType dtype,
+                c10::Device device);
   // Planned: record exactly `rows`, written straight into one buffer.
-  GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection,
-                const std::vector<Row>& rows, int64_t n, at::ScalarType dtype, c10::Device device);
+  GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, const std::vector<Row>& rows,
+                int64_t n, at::ScalarType dtype, c10::Device device);
 
   void on_tap(int64_t layer, const c10::IValue& output) noexcept override;
 

@@ -18,7 +18,7 @@ Prepared prepare(GramBatch batch, int64_t n, at::ScalarType pair_dtype) {
   // Rounding alone leaves ||Xc|| of a constant feature near eps·||X||; a layer
   // below 64 eps carries no signal in this precision.
   const double eps = batch.grams.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
-                                                               : std::numeric_limits<float>::epsilon();
+                                                              : std::numeric_limits<float>::epsilon();
   const double tolerance = (64.0 * eps) * (64.0 * eps);
   at::Tensor stats = batch.stats.to(at::kDouble);
   at::Tensor trace = stats.select(1, 0);

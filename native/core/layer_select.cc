@@ -49,12 +49,10 @@ std::string row_name(const std::string& layer, int64_t call) {
   return call <= 1 ? layer : layer + "#" + std::to_string(call);
 }
 
-std::vector<std::string> closest_names(const std::vector<LayerInfo>& layers, const std::string& name,
-                                       size_t count) {
+std::vector<std::string> closest_names(const std::vector<LayerInfo>& layers, const std::string& name, size_t count) {
   std::vector<std::pair<size_t, std::string>> scored;
   for (const auto& layer : layers) scored.emplace_back(edit_distance(name, layer.name), layer.name);
-  std::stable_sort(scored.begin(), scored.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> out;
   for (size_t i = 0; i < scored.size() && i < count; ++i) out.push_back(scored[i].second);
   return out;
@@ -79,8 +77,8 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
   std::set<std::string> given;
   for (const auto& requested : names) {
     if (!given.insert(requested).second) {
-      throw CkaError(codes::kDuplicateLayer,
-                     "Layer '" + requested + "' is listed twice for model " + model_label, ErrorKind::RangeError);
+      throw CkaError(codes::kDuplicateLayer, "Layer '" + requested + "' is listed twice for model " + model_label,
+                     ErrorKind::RangeError);
     }
     auto [base, call] = split_call(requested);
     auto found = index.find(base);
@@ -94,16 +92,16 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
     }
     const LayerInfo& info = layers[static_cast<size_t>(found->second)];
     if (!info.callable) {
-      throw CkaError(codes::kLayerNotCallable, "Layer '" + info.name + "' (" + info.type + ") of model " +
-                                                   model_label +
-                                                   " has no forward method and never runs; choose the "
-                                                   "modules inside it instead",
+      throw CkaError(codes::kLayerNotCallable,
+                     "Layer '" + info.name + "' (" + info.type + ") of model " + model_label +
+                         " has no forward method and never runs; choose the "
+                         "modules inside it instead",
                      ErrorKind::RangeError);
     }
     if (!info.has_tensor) {
-      throw CkaError(codes::kNoTensorOutput, "Layer '" + info.name + "' (" + info.type + ") of model " +
-                                                 model_label + " returns '" + info.output_type +
-                                                 "', which holds no tensor to compare",
+      throw CkaError(codes::kNoTensorOutput,
+                     "Layer '" + info.name + "' (" + info.type + ") of model " + model_label + " returns '" +
+                         info.output_type + "', which holds no tensor to compare",
                      ErrorKind::RangeError);
     }
     selection.entries.push_back({found->second, call});
@@ -142,16 +140,16 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
       for (int64_t k = 1; k <= ran; ++k) rows.push_back({entry.layer, k, row_name(name, k)});
     } else {
       if (ran < entry.call) {
-        throw CkaError(codes::kLayerNotRun, "Layer '" + row_name(name, entry.call) + "' of model " +
-                                                model_label + " did not run during " + batch_label + ": '" +
-                                                name + "' ran " + std::to_string(ran) + " time(s)");
+        throw CkaError(codes::kLayerNotRun, "Layer '" + row_name(name, entry.call) + "' of model " + model_label +
+                                                " did not run during " + batch_label + ": '" + name + "' ran " +
+                                                std::to_string(ran) + " time(s)");
       }
       rows.push_back({entry.layer, entry.call, row_name(name, entry.call)});
     }
   }
   if (rows.empty()) {
-    throw CkaError(codes::kNoLayers, "None of the chosen layers of model " + model_label + " ran during " +
-                                         batch_label);
+    throw CkaError(codes::kNoLayers,
+                   "None of the chosen layers of model " + model_label + " ran during " + batch_label);
   }
   return rows;
 }

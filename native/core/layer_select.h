@@ -46,7 +46,6 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
                            const std::string& batch_label, std::vector<std::string>* dropped);
 
 // Up to `count` layer names closest to `name` (edit distance on the dotted path).
-std::vector<std::string> closest_names(const std::vector<LayerInfo>& layers, const std::string& name,
-                                       size_t count = 3);
+std::vector<std::string> closest_names(const std::vector<LayerInfo>& layers, const std::string& name, size_t count = 3);
 
 }  // namespace tcka

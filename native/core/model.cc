@@ -144,8 +144,8 @@ std::vector<std::pair<std::string, at::Tensor>> Model::extract(const std::vector
   forward(inputs, recorder, "the batch passed to extract()");
   if (!recorder.error().empty()) {
     const auto& info = layers_[static_cast<size_t>(recorder.error_layer())];
-    throw CkaError(codes::kNoTensorOutput, "Output of layer '" + info.name + "' (" + info.type + "): " +
-                                               recorder.error());
+    throw CkaError(codes::kNoTensorOutput,
+                   "Output of layer '" + info.name + "' (" + info.type + "): " + recorder.error());
   }
   std::vector<Row> rows =
       plan_rows(selection, layers_, recorder.calls(), "'" + model_base_name(path_) + "'", "extract()", nullptr);

@@ -115,7 +115,8 @@ function maxRelativeError(actual, expected, floor = 1e-3) {
     row.forEach((v, j) => {
       const e = expected[i][j];
       if ((v === null) !== (e === null)) worst = Infinity;
-      else if (v !== null) worst = Math.max(worst, floor === Infinity ? Math.abs(v - e) : Math.abs(v - e) / Math.max(Math.abs(e), floor));
+      else if (v !== null)
+        worst = Math.max(worst, floor === Infinity ? Math.abs(v - e) : Math.abs(v - e) / Math.max(Math.abs(e), floor));
     });
   });
   return worst;

@@ -1,5 +1,14 @@
 // Compiled with `tsc --noEmit` by test/types.test.js: the public types are the contract.
-import { CKA, loadModel, Tensor, ErrorCodes, type CKAResult, type LayerInfo, type Batch, type CkaError } from 'torch-cka';
+import {
+  CKA,
+  loadModel,
+  Tensor,
+  ErrorCodes,
+  type CKAResult,
+  type LayerInfo,
+  type Batch,
+  type CkaError,
+} from 'torch-cka';
 
 async function main(): Promise<void> {
   const m1 = await loadModel('resnet18.pt', { device: 'cpu' });
