@@ -9,7 +9,7 @@ and .pt outputs are byte-identical across runs.
 
 Writes into test/fixtures/:
   mlp_scripted.pt, mlp_traced.pt, convnet_traced.pt, convnet_scripted.pt, odd_scripted.pt,
-  rotated_scripted.pt
+  rotated_scripted.pt, dynamic_scripted.pt, two_inputs_scripted.pt
   fixtures.json   -- per-model metadata (kind, input shape, eager named_modules layers)
   reference.json  -- minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021 eq. 3),
                      float64, computed with forward hooks on the eager modules.
@@ -163,6 +163,45 @@ class Rotated(nn.Module):
         return self.scale(self.shift(self.rot(self.lin(x))))
 
 
+class Flip(nn.Module):
+    def forward(self, x):
+        return x.t()
+
+
+class Dynamic(nn.Module):
+    """`again` runs once for an even batch size and twice for an odd one;
+    `flip` returns its input transposed (batch last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+        self.again = nn.Tanh()
+        self.flip = Flip()
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.lin(x)
+        for _ in range(x.size(0) % 2 + 1):
+            h = self.again(h)
+        f = self.flip(h)
+        return self.out(h) + f.sum() * 0.0
+
+
+class TwoInputs(nn.Module):
+    """forward(tokens: int64 (n, 5), x: float32 (n, 4))."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.proj = nn.Linear(4, 8)
+        self.mix = nn.Linear(16, 3)
+
+    def forward(self, tokens, x):
+        e = self.embed(tokens).mean(1)
+        p = self.proj(x)
+        return self.mix(torch.cat([e, p], 1))
+
+
 def build_models():
     models = OrderedDict()
 
@@ -190,6 +229,12 @@ def build_models():
 
     torch.manual_seed(6)
     models["rotated_scripted.pt"] = Rotated().eval()
+
+    torch.manual_seed(7)
+    models["dynamic_scripted.pt"] = Dynamic().eval()
+
+    torch.manual_seed(8)
+    models["two_inputs_scripted.pt"] = TwoInputs().eval()
     return models
 
 
@@ -200,6 +245,8 @@ META = OrderedDict([
     ("convnet_scripted.pt", ("scripted", [None, 3, 8, 8])),
     ("odd_scripted.pt", ("scripted", [None, 6])),
     ("rotated_scripted.pt", ("scripted", [None, 12])),
+    ("dynamic_scripted.pt", ("scripted", [None, 6])),
+    ("two_inputs_scripted.pt", ("scripted", [[None, 5], [None, 4]])),
 ])
 TRACE_EXAMPLE = {"mlp_traced.pt": (6, 12), "convnet_traced.pt": (4, 3, 8, 8)}
 
@@ -225,10 +272,14 @@ def verify_models(models):
         loaded = torch.jit.load(os.path.join(OUT_DIR, fname))
         loaded.eval()
         for n in (1, 5, 9):
-            x = torch.randn(n, *shape[1:], generator=g)
+            if isinstance(shape[0], list):  # several inputs: token ids, then features
+                args = (torch.randint(0, 50, (n, *shape[0][1:]), generator=g),
+                        torch.randn(n, *shape[1][1:], generator=g))
+            else:
+                args = (torch.randn(n, *shape[1:], generator=g),)
             with torch.no_grad():
-                a = model(x)
-                b = loaded(x)
+                a = model(*args)
+                b = loaded(*args)
             assert a.shape == b.shape, (fname, a.shape, b.shape)
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (fname, (a - b).abs().max())
         print(f"[verify] {fname}: loaded output matches eager (n=1,5,9)")

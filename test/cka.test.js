@@ -164,6 +164,28 @@ describe('CKA properties', () => {
 });
 
 describe('CKA data handling', () => {
+  it('feeds models with several inputs (int64 token ids and float32 features)', async () => {
+    const m = await load('two_inputs_scripted.pt');
+    const { normalRng } = require('./helpers');
+    const rng = normalRng(27);
+    const batch = (n) => [
+      {
+        data: BigInt64Array.from({ length: n * 5 }, () => BigInt(Math.floor(Math.abs(rng()) * 16) % 50)),
+        shape: [n, 5],
+      },
+      { data: Float32Array.from({ length: n * 4 }, rng), shape: [n, 4] },
+    ];
+    const data = [batch(7), batch(9)];
+    const layers = ['embed', 'proj', 'mix'];
+    const cka = new CKA(m, m, { model1Layers: layers, model2Layers: layers, model2Name: 'same' });
+    await cka.compare(data);
+    const r = cka.export();
+    const features = await featuresOf(m, data, layers);
+    assert.deepEqual(features[0].embed.shape, [7, 5, 8]);
+    assert.ok(maxRelativeError(r.cka, referenceCka(features, features, layers, layers)) < 1e-6);
+    assertIdentityLike(r.cka, 1e-6);
+  });
+
   it('accepts async iterables, counts skipped batches with n < 4 and warns', async () => {
     const [m1, m2] = await Promise.all([load('mlp_scripted.pt'), load('mlp_traced.pt')]);
     const batches = randomBatches(20, [6, 3, 6], [12]);

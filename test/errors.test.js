@@ -112,6 +112,40 @@ describe('CKA run-time errors', () => {
     });
   });
 
+  it('a layer output without the batch as first dimension is ERR_LAYER_SHAPE naming it', async () => {
+    const dyn = await load('dynamic_scripted.pt');
+    const cka = new CKA(dyn, mlp, { model1Layers: ['flip'] });
+    await assert.rejects(cka.compare(randomBatches(14, [4], [6]), randomBatches(15, [4], [12])), {
+      code: 'ERR_LAYER_SHAPE',
+      message:
+        /Model 'dynamic_scripted', batch 0: Output of layer 'flip' has shape \[6, 4\]; expected the batch size 4 as its first dimension/,
+    });
+  });
+
+  it('a module that runs more often than in the first batch is ERR_LAYER_CALL_COUNT', async () => {
+    // dynamic_scripted's `again` runs once for an even n and twice for an odd n.
+    const dyn = await load('dynamic_scripted.pt');
+    const cka = new CKA(dyn, dyn, { model1Layers: ['again', 'out'], model2Layers: ['out'], model2Name: 'd2' });
+    await cka.compare(randomBatches(16, [6], [6]));
+    assert.deepEqual(cka.export().model1Layers, ['again', 'out']);
+    await assert.rejects(cka.compare(randomBatches(17, [5], [6])), {
+      code: 'ERR_LAYER_CALL_COUNT',
+      message: /'again' ran more often than in the first batch \(1 time\(s\)\)/,
+    });
+    assert.equal(cka.export().batches, 1);
+  });
+
+  it('a call row that a later batch does not make is ERR_LAYER_NOT_RUN naming the batch', async () => {
+    const dyn = await load('dynamic_scripted.pt');
+    const cka = new CKA(dyn, dyn, { model1Layers: ['again'], model2Layers: ['out'], model2Name: 'd2' });
+    await cka.compare(randomBatches(18, [5], [6]));
+    assert.deepEqual(cka.export().model1Layers, ['again', 'again#2']);
+    await assert.rejects(cka.compare(randomBatches(19, [6], [6])), {
+      code: 'ERR_LAYER_NOT_RUN',
+      message: /'again#2' of model 'dynamic_scripted' did not run during batch 1 \(layer 'again' ran 1 time\(s\)\)/,
+    });
+  });
+
   it('two streams with different n in one step is an error naming the step', async () => {
     const cka = new CKA(mlp, mlp2);
     await assert.rejects(cka.compare(randomBatches(4, [5, 5], [12]), randomBatches(5, [5, 6], [12])), {

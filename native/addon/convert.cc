@@ -46,6 +46,10 @@ at::Tensor tensor_from_js(const Napi::Value& value, const std::string& what) {
                              ErrorKind::RangeError});
     }
     sizes.push_back(static_cast<int64_t>(d));
+    if (sizes.back() > 0 && count > static_cast<int64_t>(9.0e15) / sizes.back()) {
+      throw make_error(
+          env, {codes::kInvalidBatch, "The shape of " + what + " holds too many elements", ErrorKind::RangeError});
+    }
     count *= sizes.back();
   }
   if (count != static_cast<int64_t>(array.ElementLength())) {
