@@ -9,7 +9,8 @@ and .pt outputs are byte-identical across runs.
 
 Writes into test/fixtures/:
   mlp_scripted.pt, mlp_traced.pt, convnet_traced.pt, convnet_scripted.pt, odd_scripted.pt,
-  rotated_scripted.pt, dynamic_scripted.pt, two_inputs_scripted.pt
+  rotated_scripted.pt, dynamic_scripted.pt, two_inputs_scripted.pt, frozen_scripted.pt (mlp_scripted
+  after torch.jit.freeze)
   fixtures.json   -- per-model metadata (kind, input shape, eager named_modules layers)
   reference.json  -- minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021 eq. 3),
                      float64, computed with forward hooks on the eager modules.
@@ -263,6 +264,9 @@ def save_models(models):
                 ex = torch.randn(*TRACE_EXAMPLE[fname], generator=g)
                 sm = torch.jit.trace(model, ex)
         sm.save(os.path.join(OUT_DIR, fname))
+        if fname == "mlp_scripted.pt":
+            # Freezing inlines every submodule call: a model torch-cka cannot tap.
+            torch.jit.freeze(sm.eval()).save(os.path.join(OUT_DIR, "frozen_scripted.pt"))
 
 
 def verify_models(models):

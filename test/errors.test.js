@@ -77,6 +77,15 @@ describe('CKA set-up errors', () => {
     assert.throws(() => new CKA(gone, mlp2), { code: 'ERR_DISPOSED' });
   });
 
+  it('a model without submodules (frozen) is ERR_NO_LAYERS with a hint', async () => {
+    const frozen = await load('frozen_scripted.pt');
+    assert.deepEqual(frozen.layers(), []);
+    assert.throws(() => new CKA(frozen, mlp), {
+      code: 'ERR_NO_LAYERS',
+      message: /no submodules at all: torch\.jit\.freeze/,
+    });
+  });
+
   it('export before any batch is ERR_NO_DATA', () => {
     assert.throws(() => new CKA(mlp, mlp2).export(), { code: 'ERR_NO_DATA', message: /No batch has been compared/ });
   });

@@ -14,9 +14,9 @@ export interface CKAOptions {
   dataset1Name?: string;
   dataset2Name?: string;
   /**
-   * Precision of the all-pairs HSIC products. `float64` (default) is exact to
-   * about 1e-7 relative; `float32` is faster for many layers and large batches.
-   * The sums are kept in float64 either way.
+   * Precision of the all-pairs HSIC products. `float64` (default) adds no
+   * error to that of the float32 Gram matrices; `float32` is faster for many
+   * layers and large batches. The sums are kept in float64 either way.
    */
   precision?: 'float64' | 'float32';
   /** Receives warnings; default: `process.emitWarning`. */

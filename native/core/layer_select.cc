@@ -67,7 +67,11 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
       if (layers[i].callable && layers[i].has_tensor) selection.entries.push_back({static_cast<int64_t>(i), 0});
     }
     if (selection.entries.empty()) {
-      throw CkaError(codes::kNoLayers, "Model " + model_label + " has no submodule whose output holds a tensor");
+      throw CkaError(codes::kNoLayers,
+                     "Model " + model_label + " has no submodule whose output holds a tensor" +
+                         (layers.empty() ? " (it has no submodules at all: torch.jit.freeze and "
+                                           "optimize_for_inference inline them; save the model before freezing)"
+                                         : ""));
     }
     return selection;
   }
@@ -148,8 +152,8 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
     }
   }
   if (rows.empty()) {
-    throw CkaError(codes::kNoLayers,
-                   "None of the chosen layers of model " + model_label + " ran during " + batch_label);
+    throw CkaError(codes::kNoLayers, "None of the submodules of model " + model_label + " ran during " + batch_label +
+                                         " (were their calls inlined, e.g. by torch.jit.freeze?)");
   }
   return rows;
 }
