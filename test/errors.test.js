@@ -197,6 +197,18 @@ describe('CKA run-time errors', () => {
     assert.deepEqual(cka.export(), before);
   });
 
+  it('a model disposed between compare() calls is ERR_DISPOSED on the next', async () => {
+    const own = await load('mlp_scripted.pt');
+    const cka = new CKA(own, mlp2);
+    await cka.compare(randomBatches(20, [6], [12]));
+    own.dispose();
+    await assert.rejects(cka.compare(randomBatches(21, [6], [12])), {
+      code: 'ERR_DISPOSED',
+      message: /mlp_scripted\.pt' has been disposed/,
+    });
+    assert.equal(cka.export().batches, 1);
+  });
+
   it('a second compare() while one runs is rejected with ERR_BUSY, and the first completes', async () => {
     const cka = new CKA(mlp, mlp2);
     const first = cka.compare(randomBatches(10, [6, 6, 6], [12]));

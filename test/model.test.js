@@ -152,6 +152,28 @@ describe('Model.extract', () => {
   });
 });
 
+describe('package entry points', () => {
+  it('works from ESM (import) and CommonJS (require) by package name', () => {
+    const { spawnSync } = require('node:child_process');
+    const root = path.join(__dirname, '..');
+    const esm = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "import { CKA, loadModel, Tensor } from 'torch-cka'; console.log(typeof CKA, typeof loadModel, typeof Tensor.from);",
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    assert.equal(esm.stdout.trim(), 'function function function', esm.stderr);
+    const cjs = spawnSync(process.execPath, ['-e', "console.log(typeof require('torch-cka').CKA)"], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    assert.equal(cjs.stdout.trim(), 'function', cjs.stderr);
+  });
+});
+
 describe('Tensor', () => {
   it('wraps a typed array without copying and checks the shape', () => {
     const data = new Float32Array(6);
