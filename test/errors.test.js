@@ -131,6 +131,24 @@ describe('CKA run-time errors', () => {
     });
   });
 
+  it('by default, a layer without a batch dimension is left out with a warning saying why', async () => {
+    const dyn = await load('dynamic_scripted.pt');
+    const sink = warningSink();
+    const cka = new CKA(dyn, dyn, { model2Name: 'd2', ...sink });
+    await cka.compare(randomBatches(22, [4], [6]));
+    assert.deepEqual(cka.export().model1Layers, ['lin', 'again', 'out']);
+    assert.ok(
+      sink.warnings.some(
+        (w) =>
+          w.code === 'TORCH_CKA_LAYER_LEFT_OUT' &&
+          /Layer 'flip' of model 'dynamic_scripted' is left out of the comparison: Output of layer 'flip' has shape \[6, 4\]/.test(
+            w.message,
+          ),
+      ),
+      JSON.stringify(sink.warnings),
+    );
+  });
+
   it('a module that runs more often than in the first batch is ERR_LAYER_CALL_COUNT', async () => {
     // dynamic_scripted's `again` runs once for an even n and twice for an odd n.
     const dyn = await load('dynamic_scripted.pt');

@@ -41,11 +41,15 @@ GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& i
   GramCollector collector(model.layers(), side.selection, n, config_.gram_dtype, model.device());
   model.forward(inputs, collector, batch);
   collector.check(side.label, batch);
-  std::vector<std::string> dropped;
-  *planned = plan_rows(side.selection, model.layers(), collector.calls(), side.label, batch, &dropped);
-  for (const auto& name : dropped) {
-    warnings->push_back("Layer '" + name + "' of model " + side.label + " did not run during " + batch +
-                        " and is left out of the comparison");
+  std::vector<int64_t> calls = collector.calls();
+  for (const auto& item : collector.unusable()) calls[static_cast<size_t>(item.first)] = 0;
+  std::vector<int64_t> dropped;
+  *planned = plan_rows(side.selection, model.layers(), calls, side.label, batch, &dropped);
+  for (const int64_t layer : dropped) {
+    const std::string& name = model.layers()[static_cast<size_t>(layer)].name;
+    auto why = collector.unusable().find(layer);
+    warnings->push_back("Layer '" + name + "' of model " + side.label + " is left out of the comparison: " +
+                        (why != collector.unusable().end() ? why->second : "it did not run during " + batch));
   }
   return collector.take(*planned);
 }

@@ -34,6 +34,7 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
       dtype_(dtype),
       device_(device),
       planned_(false),
+      lenient_(selection.all_layers),
       wanted_(layers.size(), false),
       calls_(layers.size(), 0),
       call_limit_(layers.size(), -1) {
@@ -44,6 +45,7 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
                              const std::vector<Row>& rows, int64_t n, at::ScalarType dtype, c10::Device device)
     : GramCollector(layers, selection, n, dtype, device) {
   planned_ = true;
+  lenient_ = false;
   rows_ = rows;
   std::fill(wanted_.begin(), wanted_.end(), false);
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -70,11 +72,20 @@ void GramCollector::fail(const std::string& code, int64_t layer, const std::stri
   error_message_ = message;
 }
 
+void GramCollector::reject(const std::string& code, int64_t layer, const std::string& message) noexcept {
+  if (!lenient_) return fail(code, layer, message);
+  try {
+    unusable_.emplace(layer, message);
+  } catch (...) {
+    fail(code, layer, message);
+  }
+}
+
 void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
   if (layer < 0 || static_cast<size_t>(layer) >= wanted_.size()) return;
   const auto index = static_cast<size_t>(layer);
   const int64_t call = ++calls_[index];
-  if (!wanted_[index] || !error_code_.empty()) return;
+  if (!wanted_[index] || !error_code_.empty() || unusable_.count(layer) != 0) return;
   try {
     const std::string name = row_name(layers_[index].name, call);
     if (call_limit_[index] >= 0 && call > call_limit_[index]) {
@@ -85,14 +96,14 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
     }
     at::Tensor feature = first_tensor(output);
     if (!feature.defined()) {
-      fail(codes::kNoTensorOutput, layer,
-           "Output of layer '" + name + "' (" + layers_[index].type + ") holds no tensor");
+      reject(codes::kNoTensorOutput, layer,
+             "Output of layer '" + name + "' (" + layers_[index].type + ") holds no tensor");
       return;
     }
     if (feature.dim() == 0 || feature.size(0) != n_) {
-      fail(codes::kLayerShape, layer,
-           "Output of layer '" + name + "' has shape " + shape_string(feature) + "; expected the batch size " +
-               std::to_string(n_) + " as its first dimension");
+      reject(codes::kLayerShape, layer,
+             "Output of layer '" + name + "' has shape " + shape_string(feature) + "; expected the batch size " +
+                 std::to_string(n_) + " as its first dimension");
       return;
     }
     if (planned_) {
@@ -133,7 +144,7 @@ void GramCollector::check(const std::string& model_label, const std::string& bat
 GramBatch GramCollector::take(const std::vector<Row>& rows) {
   if (planned_) return std::move(buffer_);
   std::vector<at::Tensor> grams, stats;
-  for (const auto& row : rows) {
+  for (const auto& row : rows) {  // rows never include set-aside layers
     GramBatch& one = discovered_.at({row.layer, row.call});
     grams.push_back(one.grams);
     stats.push_back(one.stats);

@@ -44,17 +44,25 @@ class GramCollector : public TapReceiver {
 
   const std::vector<int64_t>& calls() const { return calls_; }
 
+  // Discovery over layers picked by default: layers whose output cannot be
+  // compared (no tensor, no batch dimension) are set aside with the reason
+  // instead of failing the batch.
+  const std::map<int64_t, std::string>& unusable() const { return unusable_; }
+
   // The Grams of `rows` in order (discovery), or the planned buffer.
   GramBatch take(const std::vector<Row>& rows);
 
  private:
   void fail(const std::string& code, int64_t layer, const std::string& message) noexcept;
+  // fail(), or in lenient discovery set the layer aside.
+  void reject(const std::string& code, int64_t layer, const std::string& message) noexcept;
 
   const std::vector<LayerInfo>& layers_;
   int64_t n_;
   at::ScalarType dtype_;
   c10::Device device_;
   bool planned_;
+  bool lenient_;
   std::vector<bool> wanted_;
   std::vector<int64_t> calls_;
   std::vector<int64_t> call_limit_;  // planned, every-call layers: calls seen in the first batch; else -1
@@ -63,6 +71,7 @@ class GramCollector : public TapReceiver {
   std::vector<Row> rows_;
   GramBatch buffer_;
   std::map<std::pair<int64_t, int64_t>, GramBatch> discovered_;
+  std::map<int64_t, std::string> unusable_;
   std::string error_code_, error_message_;
   int64_t error_layer_ = -1;
 };

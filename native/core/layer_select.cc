@@ -127,7 +127,7 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
 
 std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<LayerInfo>& layers,
                            const std::vector<int64_t>& calls, const std::string& model_label,
-                           const std::string& batch_label, std::vector<std::string>* dropped) {
+                           const std::string& batch_label, std::vector<int64_t>* dropped) {
   std::vector<Row> rows;
   for (const auto& entry : selection.entries) {
     const std::string& name = layers[static_cast<size_t>(entry.layer)].name;
@@ -135,7 +135,7 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
     if (entry.call == 0) {
       if (ran == 0) {
         if (selection.all_layers) {
-          if (dropped != nullptr) dropped->push_back(name);
+          if (dropped != nullptr) dropped->push_back(entry.layer);
           continue;
         }
         throw CkaError(codes::kLayerNotRun,

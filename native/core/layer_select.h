@@ -39,11 +39,12 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
                               const std::string& model_label);
 
 // Rows of a selection given how many times each layer ran in the first
-// batch. Layers picked by default that did not run are left out and listed in
-// `dropped`; layers the user named that did not run are an error.
+// batch. Layers picked by default that did not run are left out and their
+// indices listed in `dropped`; layers the user named that did not run are an
+// error.
 std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<LayerInfo>& layers,
                            const std::vector<int64_t>& calls, const std::string& model_label,
-                           const std::string& batch_label, std::vector<std::string>* dropped);
+                           const std::string& batch_label, std::vector<int64_t>* dropped);
 
 // Up to `count` layer names closest to `name` (edit distance on the dotted path).
 std::vector<std::string> closest_names(const std::vector<LayerInfo>& layers, const std::string& name, size_t count = 3);
