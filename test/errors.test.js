@@ -6,7 +6,7 @@ const { fixture, randomBatches, warningSink } = require('./helpers');
 
 const load = (name) => loadModel(fixture(name));
 
-describe('CKA set-up errors', () => {
+describe('CKA errors', () => {
   let mlp;
   let mlp2;
   let conv;
@@ -20,263 +20,252 @@ describe('CKA set-up errors', () => {
     ]);
   });
 
-  it('an unknown layer lists the closest names', () => {
-    assert.throws(() => new CKA(mlp, mlp2, { model1Layers: ['fc1', 'fc3'] }), {
-      name: 'RangeError',
-      code: 'ERR_UNKNOWN_LAYER',
-      message: /Model 'mlp_scripted' has no layer 'fc3'; closest names: 'fc1', 'fc2'/,
+  describe('at set-up', () => {
+    it('an unknown layer lists the closest names', () => {
+      assert.throws(() => new CKA(mlp, mlp2, { model1Layers: ['fc1', 'fc3'] }), {
+        name: 'RangeError',
+        code: 'ERR_UNKNOWN_LAYER',
+        message: /Model 'mlp_scripted' has no layer 'fc3'; closest names: 'fc1', 'fc2'/,
+      });
+      assert.throws(() => new CKA(mlp, conv, { model2Layers: ['block1.convv'] }), {
+        code: 'ERR_UNKNOWN_LAYER',
+        message: /'convnet_traced' has no layer 'block1\.convv'; closest names: 'block1\.conv'/,
+      });
+      assert.throws(() => new CKA(mlp, conv, { model2Layers: ['relu#0'] }), { code: 'ERR_UNKNOWN_LAYER' });
     });
-    assert.throws(() => new CKA(mlp, conv, { model2Layers: ['block1.convv'] }), {
-      code: 'ERR_UNKNOWN_LAYER',
-      message: /'convnet_traced' has no layer 'block1\.convv'; closest names: 'block1\.conv'/,
+
+    it('a layer listed twice, or covered twice, is refused', () => {
+      assert.throws(() => new CKA(mlp, mlp2, { model1Layers: ['fc1', 'fc1'] }), {
+        code: 'ERR_DUPLICATE_LAYER',
+        message: /'fc1' is listed twice/,
+      });
+      assert.throws(() => new CKA(mlp, conv, { model2Layers: ['relu', 'relu#2'] }), {
+        code: 'ERR_DUPLICATE_LAYER',
+        message: /'relu#2' is already covered by 'relu'/,
+      });
     });
-    assert.throws(() => new CKA(mlp, conv, { model2Layers: ['relu#0'] }), { code: 'ERR_UNKNOWN_LAYER' });
-  });
 
-  it('a layer listed twice, or covered twice, is refused', () => {
-    assert.throws(() => new CKA(mlp, mlp2, { model1Layers: ['fc1', 'fc1'] }), {
-      code: 'ERR_DUPLICATE_LAYER',
-      message: /'fc1' is listed twice/,
+    it('a layer whose output holds no tensor is refused at set-up, naming its type', () => {
+      assert.throws(() => new CKA(odd, mlp, { model1Layers: ['count'] }), {
+        code: 'ERR_NO_TENSOR_OUTPUT',
+        message: /'count' \(Count\) of model 'odd_scripted' returns 'int'/,
+      });
     });
-    assert.throws(() => new CKA(mlp, conv, { model2Layers: ['relu', 'relu#2'] }), {
-      code: 'ERR_DUPLICATE_LAYER',
-      message: /'relu#2' is already covered by 'relu'/,
+
+    it('a container without forward is refused at set-up', () => {
+      assert.throws(() => new CKA(odd, mlp, { model1Layers: ['items'] }), {
+        code: 'ERR_LAYER_NOT_CALLABLE',
+        message: /'items' \(ModuleList\).*no forward method/,
+      });
     });
-  });
 
-  it('a layer whose output holds no tensor is refused at set-up, naming its type', () => {
-    assert.throws(() => new CKA(odd, mlp, { model1Layers: ['count'] }), {
-      code: 'ERR_NO_TENSOR_OUTPUT',
-      message: /'count' \(Count\) of model 'odd_scripted' returns 'int'/,
+    it('bad options are TypeErrors and RangeErrors that say what came', () => {
+      assert.throws(() => new CKA(mlp, mlp2, { model1Layers: 'fc1' }), {
+        name: 'TypeError',
+        code: 'ERR_INVALID_ARG',
+        message: /array of layer names for options\.model1Layers but received "fc1"/,
+      });
+      assert.throws(() => new CKA(mlp, mlp2, { precision: 'float16' }), {
+        name: 'RangeError',
+        message: /'float64', 'float32' for options\.precision but received "float16"/,
+      });
+      assert.throws(() => new CKA(mlp, {}), { name: 'TypeError', message: /model2 to be a Model/ });
     });
-  });
 
-  it('a container without forward is refused at set-up', () => {
-    assert.throws(() => new CKA(odd, mlp, { model1Layers: ['items'] }), {
-      code: 'ERR_LAYER_NOT_CALLABLE',
-      message: /'items' \(ModuleList\).*no forward method/,
+    it('a disposed model is refused', async () => {
+      const gone = await load('mlp_scripted.pt');
+      gone.dispose();
+      assert.throws(() => new CKA(gone, mlp2), { code: 'ERR_DISPOSED' });
     });
-  });
 
-  it('bad options are TypeErrors and RangeErrors that say what came', () => {
-    assert.throws(() => new CKA(mlp, mlp2, { model1Layers: 'fc1' }), {
-      name: 'TypeError',
-      code: 'ERR_INVALID_ARG',
-      message: /array of layer names for options\.model1Layers but received "fc1"/,
+    it('a model without submodules (frozen) is ERR_NO_LAYERS with a hint', async () => {
+      const frozen = await load('frozen_scripted.pt');
+      assert.deepEqual(frozen.layers(), []);
+      assert.throws(() => new CKA(frozen, mlp), {
+        code: 'ERR_NO_LAYERS',
+        message: /no submodules at all: torch\.jit\.freeze/,
+      });
     });
-    assert.throws(() => new CKA(mlp, mlp2, { precision: 'float16' }), {
-      name: 'RangeError',
-      message: /'float64', 'float32' for options\.precision but received "float16"/,
-    });
-    assert.throws(() => new CKA(mlp, {}), { name: 'TypeError', message: /model2 to be a Model/ });
-  });
 
-  it('a disposed model is refused', async () => {
-    const gone = await load('mlp_scripted.pt');
-    gone.dispose();
-    assert.throws(() => new CKA(gone, mlp2), { code: 'ERR_DISPOSED' });
-  });
-
-  it('a model without submodules (frozen) is ERR_NO_LAYERS with a hint', async () => {
-    const frozen = await load('frozen_scripted.pt');
-    assert.deepEqual(frozen.layers(), []);
-    assert.throws(() => new CKA(frozen, mlp), {
-      code: 'ERR_NO_LAYERS',
-      message: /no submodules at all: torch\.jit\.freeze/,
-    });
-  });
-
-  it('export before any batch is ERR_NO_DATA', () => {
-    assert.throws(() => new CKA(mlp, mlp2).export(), { code: 'ERR_NO_DATA', message: /No batch has been compared/ });
-  });
-});
-
-describe('CKA run-time errors', () => {
-  let mlp;
-  let mlp2;
-  let conv;
-  let odd;
-  before(async () => {
-    [mlp, mlp2, conv, odd] = await Promise.all([
-      load('mlp_scripted.pt'),
-      load('mlp_traced.pt'),
-      load('convnet_traced.pt'),
-      load('odd_scripted.pt'),
-    ]);
-  });
-
-  it('a chosen layer that never runs is an error naming it and the batch', async () => {
-    const cka = new CKA(odd, mlp, { model1Layers: ['final', 'unused'] });
-    await assert.rejects(cka.compare(randomBatches(1, [6], [6]), randomBatches(2, [6], [12])), {
-      code: 'ERR_LAYER_NOT_RUN',
-      message: /'unused' of model 'odd_scripted' did not run during batch 0/,
+    it('export before any batch is ERR_NO_DATA', () => {
+      assert.throws(() => new CKA(mlp, mlp2).export(), { code: 'ERR_NO_DATA', message: /No batch has been compared/ });
     });
   });
 
-  it('a picked call beyond the calls made is an error saying how often the module ran', async () => {
-    const cka = new CKA(conv, conv, { model1Layers: ['relu#4'], model2Name: 'x' });
-    await assert.rejects(cka.compare(randomBatches(3, [5], [3, 8, 8])), {
-      code: 'ERR_LAYER_NOT_RUN',
-      message: /'relu#4'.*did not run during batch 0: 'relu' ran 3 time/,
+  describe('at run time', () => {
+    it('a chosen layer that never runs is an error naming it and the batch', async () => {
+      const cka = new CKA(odd, mlp, { model1Layers: ['final', 'unused'] });
+      await assert.rejects(cka.compare(randomBatches(1, [6], [6]), randomBatches(2, [6], [12])), {
+        code: 'ERR_LAYER_NOT_RUN',
+        message: /'unused' of model 'odd_scripted' did not run during batch 0/,
+      });
     });
-  });
 
-  it('a layer output without the batch as first dimension is ERR_LAYER_SHAPE naming it', async () => {
-    const dyn = await load('dynamic_scripted.pt');
-    const cka = new CKA(dyn, mlp, { model1Layers: ['flip'] });
-    await assert.rejects(cka.compare(randomBatches(14, [4], [6]), randomBatches(15, [4], [12])), {
-      code: 'ERR_LAYER_SHAPE',
-      message:
-        /Model 'dynamic_scripted', batch 0: Output of layer 'flip' has shape \[6, 4\]; expected the batch size 4 as its first dimension/,
+    it('a picked call beyond the calls made is an error saying how often the module ran', async () => {
+      const cka = new CKA(conv, conv, { model1Layers: ['relu#4'], model2Name: 'x' });
+      await assert.rejects(cka.compare(randomBatches(3, [5], [3, 8, 8])), {
+        code: 'ERR_LAYER_NOT_RUN',
+        message: /'relu#4'.*did not run during batch 0: 'relu' ran 3 time/,
+      });
     });
-  });
 
-  it('by default, a layer without a batch dimension is left out with a warning saying why', async () => {
-    const dyn = await load('dynamic_scripted.pt');
-    const sink = warningSink();
-    const cka = new CKA(dyn, dyn, { model2Name: 'd2', ...sink });
-    await cka.compare(randomBatches(22, [4], [6]));
-    assert.deepEqual(cka.export().model1Layers, ['lin', 'again', 'out']);
-    assert.ok(
-      sink.warnings.some(
-        (w) =>
-          w.code === 'TORCH_CKA_LAYER_LEFT_OUT' &&
-          /Layer 'flip' of model 'dynamic_scripted' is left out of the comparison: Output of layer 'flip' has shape \[6, 4\]/.test(
-            w.message,
-          ),
-      ),
-      JSON.stringify(sink.warnings),
-    );
-  });
-
-  it('a module that runs more often than in the first batch is ERR_LAYER_CALL_COUNT', async () => {
-    // dynamic_scripted's `again` runs once for an even n and twice for an odd n.
-    const dyn = await load('dynamic_scripted.pt');
-    const cka = new CKA(dyn, dyn, { model1Layers: ['again', 'out'], model2Layers: ['out'], model2Name: 'd2' });
-    await cka.compare(randomBatches(16, [6], [6]));
-    assert.deepEqual(cka.export().model1Layers, ['again', 'out']);
-    await assert.rejects(cka.compare(randomBatches(17, [5], [6])), {
-      code: 'ERR_LAYER_CALL_COUNT',
-      message: /'again' ran more often than in the first batch \(1 time\(s\)\)/,
+    it('a layer output without the batch as first dimension is ERR_LAYER_SHAPE naming it', async () => {
+      const dyn = await load('dynamic_scripted.pt');
+      const cka = new CKA(dyn, mlp, { model1Layers: ['flip'] });
+      await assert.rejects(cka.compare(randomBatches(14, [4], [6]), randomBatches(15, [4], [12])), {
+        code: 'ERR_LAYER_SHAPE',
+        message:
+          /Model 'dynamic_scripted', batch 0: Output of layer 'flip' has shape \[6, 4\]; expected the batch size 4 as its first dimension/,
+      });
     });
-    assert.equal(cka.export().batches, 1);
-  });
 
-  it('a call row that a later batch does not make is ERR_LAYER_NOT_RUN naming the batch', async () => {
-    const dyn = await load('dynamic_scripted.pt');
-    const cka = new CKA(dyn, dyn, { model1Layers: ['again'], model2Layers: ['out'], model2Name: 'd2' });
-    await cka.compare(randomBatches(18, [5], [6]));
-    assert.deepEqual(cka.export().model1Layers, ['again', 'again#2']);
-    await assert.rejects(cka.compare(randomBatches(19, [6], [6])), {
-      code: 'ERR_LAYER_NOT_RUN',
-      message: /'again#2' of model 'dynamic_scripted' did not run during batch 1 \(layer 'again' ran 1 time\(s\)\)/,
+    it('by default, a layer without a batch dimension is left out with a warning saying why', async () => {
+      const dyn = await load('dynamic_scripted.pt');
+      const sink = warningSink();
+      const cka = new CKA(dyn, dyn, { model2Name: 'd2', ...sink });
+      await cka.compare(randomBatches(22, [4], [6]));
+      assert.deepEqual(cka.export().model1Layers, ['lin', 'again', 'out']);
+      assert.ok(
+        sink.warnings.some(
+          (w) =>
+            w.code === 'TORCH_CKA_LAYER_LEFT_OUT' &&
+            /Layer 'flip' of model 'dynamic_scripted' is left out of the comparison: Output of layer 'flip' has shape \[6, 4\]/.test(
+              w.message,
+            ),
+        ),
+        JSON.stringify(sink.warnings),
+      );
     });
-  });
 
-  it('two streams with different n in one step is an error naming the step', async () => {
-    const cka = new CKA(mlp, mlp2);
-    await assert.rejects(cka.compare(randomBatches(4, [5, 5], [12]), randomBatches(5, [5, 6], [12])), {
-      name: 'RangeError',
-      code: 'ERR_BATCH_SIZE_MISMATCH',
-      message: /Step 1: data 1 gave 5 samples but data 2 gave 6/,
+    it('a module that runs more often than in the first batch is ERR_LAYER_CALL_COUNT', async () => {
+      // dynamic_scripted's `again` runs once for an even n and twice for an odd n.
+      const dyn = await load('dynamic_scripted.pt');
+      const cka = new CKA(dyn, dyn, { model1Layers: ['again', 'out'], model2Layers: ['out'], model2Name: 'd2' });
+      await cka.compare(randomBatches(16, [6], [6]));
+      assert.deepEqual(cka.export().model1Layers, ['again', 'out']);
+      await assert.rejects(cka.compare(randomBatches(17, [5], [6])), {
+        code: 'ERR_LAYER_CALL_COUNT',
+        message: /'again' ran more often than in the first batch \(1 time\(s\)\)/,
+      });
+      assert.equal(cka.export().batches, 1);
     });
-    assert.equal(cka.export().batches, 1);
-  });
 
-  it('a batch the model cannot take is ERR_FORWARD_FAILED naming the model and batch', async () => {
-    const cka = new CKA(mlp, mlp2);
-    await assert.rejects(cka.compare(randomBatches(6, [5], [7])), {
-      code: 'ERR_FORWARD_FAILED',
-      message: /Model 'mlp_scripted' failed on batch 0: .*(mat1 and mat2|shapes cannot be multiplied)/s,
+    it('a call row that a later batch does not make is ERR_LAYER_NOT_RUN naming the batch', async () => {
+      const dyn = await load('dynamic_scripted.pt');
+      const cka = new CKA(dyn, dyn, { model1Layers: ['again'], model2Layers: ['out'], model2Name: 'd2' });
+      await cka.compare(randomBatches(18, [5], [6]));
+      assert.deepEqual(cka.export().model1Layers, ['again', 'again#2']);
+      await assert.rejects(cka.compare(randomBatches(19, [6], [6])), {
+        code: 'ERR_LAYER_NOT_RUN',
+        message: /'again#2' of model 'dynamic_scripted' did not run during batch 1 \(layer 'again' ran 1 time\(s\)\)/,
+      });
     });
-  });
 
-  it('a batch that is not tensor-like is a TypeError naming it', async () => {
-    const cka = new CKA(mlp, mlp2);
-    await assert.rejects(cka.compare([randomBatches(7, [5], [12])[0], 'oops']), {
-      name: 'TypeError',
-      code: 'ERR_INVALID_BATCH',
-      message: /batch 1 of data1 to be a Tensor or \{ data: TypedArray, shape: number\[\] \} but received "oops"/,
+    it('two streams with different n in one step is an error naming the step', async () => {
+      const cka = new CKA(mlp, mlp2);
+      await assert.rejects(cka.compare(randomBatches(4, [5, 5], [12]), randomBatches(5, [5, 6], [12])), {
+        name: 'RangeError',
+        code: 'ERR_BATCH_SIZE_MISMATCH',
+        message: /Step 1: data 1 gave 5 samples but data 2 gave 6/,
+      });
+      assert.equal(cka.export().batches, 1);
     });
-    await assert.rejects(cka.compare(42), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /Iterable/ });
-  });
 
-  it('NaN in a layer output is ERR_NON_FINITE naming the layer and batch, and adds nothing', async () => {
-    const cka = new CKA(mlp, mlp2);
-    const good = randomBatches(8, [6], [12]);
-    await cka.compare(good);
-    const before = cka.export();
-    const bad = randomBatches(9, [6], [12])[0];
-    bad.data[3] = Number.NaN;
-    await assert.rejects(cka.compare([bad]), {
-      code: 'ERR_NON_FINITE',
-      message: /layer 'fc1' of model 'mlp_scripted' on batch 1; nothing from this batch was added/,
+    it('a batch the model cannot take is ERR_FORWARD_FAILED naming the model and batch', async () => {
+      const cka = new CKA(mlp, mlp2);
+      await assert.rejects(cka.compare(randomBatches(6, [5], [7])), {
+        code: 'ERR_FORWARD_FAILED',
+        message: /Model 'mlp_scripted' failed on batch 0: .*(mat1 and mat2|shapes cannot be multiplied)/s,
+      });
     });
-    assert.deepEqual(cka.export(), before);
-  });
 
-  it('a model disposed between compare() calls is ERR_DISPOSED on the next', async () => {
-    const own = await load('mlp_scripted.pt');
-    const cka = new CKA(own, mlp2);
-    await cka.compare(randomBatches(20, [6], [12]));
-    own.dispose();
-    await assert.rejects(cka.compare(randomBatches(21, [6], [12])), {
-      code: 'ERR_DISPOSED',
-      message: /mlp_scripted\.pt' has been disposed/,
+    it('a batch that is not tensor-like is a TypeError naming it', async () => {
+      const cka = new CKA(mlp, mlp2);
+      await assert.rejects(cka.compare([randomBatches(7, [5], [12])[0], 'oops']), {
+        name: 'TypeError',
+        code: 'ERR_INVALID_BATCH',
+        message: /batch 1 of data1 to be a Tensor or \{ data: TypedArray, shape: number\[\] \} but received "oops"/,
+      });
+      await assert.rejects(cka.compare(42), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /Iterable/ });
     });
-    assert.equal(cka.export().batches, 1);
-  });
 
-  it('a second compare() while one runs is rejected with ERR_BUSY, and the first completes', async () => {
-    const cka = new CKA(mlp, mlp2);
-    const first = cka.compare(randomBatches(10, [6, 6, 6], [12]));
-    await assert.rejects(cka.compare(randomBatches(11, [6], [12])), { code: 'ERR_BUSY' });
-    assert.throws(() => cka.export(), { code: 'ERR_BUSY' });
-    await first;
-    assert.equal(cka.export().batches, 3);
-  });
+    it('NaN in a layer output is ERR_NON_FINITE naming the layer and batch, and adds nothing', async () => {
+      const cka = new CKA(mlp, mlp2);
+      const good = randomBatches(8, [6], [12]);
+      await cka.compare(good);
+      const before = cka.export();
+      const bad = randomBatches(9, [6], [12])[0];
+      bad.data[3] = Number.NaN;
+      await assert.rejects(cka.compare([bad]), {
+        code: 'ERR_NON_FINITE',
+        message: /layer 'fc1' of model 'mlp_scripted' on batch 1; nothing from this batch was added/,
+      });
+      assert.deepEqual(cka.export(), before);
+    });
 
-  it('a data source that throws mid-way rejects with its error; the object stays usable', async () => {
-    const cka = new CKA(mlp, mlp2);
-    const batches = randomBatches(12, [6, 6], [12]);
-    function* failing() {
-      yield batches[0];
-      throw new Error('disk on fire');
-    }
-    await assert.rejects(cka.compare(failing()), /disk on fire/);
-    await cka.compare([batches[1]]);
-    assert.equal(cka.export().batches, 2);
-  });
+    it('a model disposed between compare() calls is ERR_DISPOSED on the next', async () => {
+      const own = await load('mlp_scripted.pt');
+      const cka = new CKA(own, mlp2);
+      await cka.compare(randomBatches(20, [6], [12]));
+      own.dispose();
+      await assert.rejects(cka.compare(randomBatches(21, [6], [12])), {
+        code: 'ERR_DISPOSED',
+        message: /mlp_scripted\.pt' has been disposed/,
+      });
+      assert.equal(cka.export().batches, 1);
+    });
 
-  it('an aborted signal stops before the next batch; the object stays usable', async () => {
-    const cka = new CKA(mlp, mlp2);
-    const controller = new AbortController();
-    const batches = randomBatches(13, [6, 6, 6, 6], [12]);
-    await assert.rejects(
-      cka.compare(batches, undefined, { signal: controller.signal, onProgress: () => controller.abort() }),
-      { name: 'AbortError', code: 'ABORT_ERR' },
-    );
-    assert.equal(cka.export().batches, 1);
-    await cka.compare(batches.slice(1));
-    assert.equal(cka.export().batches, 4);
-  });
+    it('a second compare() while one runs is rejected with ERR_BUSY, and the first completes', async () => {
+      const cka = new CKA(mlp, mlp2);
+      const first = cka.compare(randomBatches(10, [6, 6, 6], [12]));
+      await assert.rejects(cka.compare(randomBatches(11, [6], [12])), { code: 'ERR_BUSY' });
+      assert.throws(() => cka.export(), { code: 'ERR_BUSY' });
+      await first;
+      assert.equal(cka.export().batches, 3);
+    });
 
-  it('warnings go to process.emitWarning by default', async () => {
-    const seen = [];
-    const listener = (w) => seen.push(w);
-    process.on('warning', listener);
-    try {
-      new CKA(mlp, mlp); // eslint-disable-line no-new
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', listener);
-    }
-    assert.ok(seen.some((w) => w.name === 'TorchCkaWarning' && w.code === 'TORCH_CKA_SAME_NAMES'));
-  });
+    it('a data source that throws mid-way rejects with its error; the object stays usable', async () => {
+      const cka = new CKA(mlp, mlp2);
+      const batches = randomBatches(12, [6, 6], [12]);
+      function* failing() {
+        yield batches[0];
+        throw new Error('disk on fire');
+      }
+      await assert.rejects(cka.compare(failing()), /disk on fire/);
+      await cka.compare([batches[1]]);
+      assert.equal(cka.export().batches, 2);
+    });
 
-  it('uses warningSink-style handlers when given', () => {
-    const sink = warningSink();
-    new CKA(mlp, mlp, sink); // eslint-disable-line no-new
-    assert.equal(sink.warnings.length, 1);
+    it('an aborted signal stops before the next batch; the object stays usable', async () => {
+      const cka = new CKA(mlp, mlp2);
+      const controller = new AbortController();
+      const batches = randomBatches(13, [6, 6, 6, 6], [12]);
+      await assert.rejects(
+        cka.compare(batches, undefined, { signal: controller.signal, onProgress: () => controller.abort() }),
+        { name: 'AbortError', code: 'ABORT_ERR' },
+      );
+      assert.equal(cka.export().batches, 1);
+      await cka.compare(batches.slice(1));
+      assert.equal(cka.export().batches, 4);
+    });
+
+    it('warnings go to process.emitWarning by default', async () => {
+      const seen = [];
+      const listener = (w) => seen.push(w);
+      process.on('warning', listener);
+      try {
+        new CKA(mlp, mlp); // eslint-disable-line no-new
+        await new Promise((resolve) => setImmediate(resolve));
+      } finally {
+        process.off('warning', listener);
+      }
+      assert.ok(seen.some((w) => w.name === 'TorchCkaWarning' && w.code === 'TORCH_CKA_SAME_NAMES'));
+    });
+
+    it('uses warningSink-style handlers when given', () => {
+      const sink = warningSink();
+      new CKA(mlp, mlp, sink); // eslint-disable-line no-new
+      assert.equal(sink.warnings.length, 1);
+    });
   });
 });
