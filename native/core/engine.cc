@@ -55,15 +55,15 @@ GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& i
 }
 
 StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
-  const std::string batch = "batch " + std::to_string(steps_);
-  ++steps_;
+  const int64_t index = steps_++;
+  const std::string batch = "batch " + std::to_string(index);
   StepOutcome outcome;
-  const int64_t n = batch_size(inputs1, "Batch " + std::to_string(steps_ - 1) + " of data 1");
+  const int64_t n = batch_size(inputs1, "Batch " + std::to_string(index) + " of data 1");
   if (inputs2 != nullptr) {
-    const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(steps_ - 1) + " of data 2");
+    const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(index) + " of data 2");
     if (n2 != n) {
       throw CkaError(codes::kBatchMismatch,
-                     "Step " + std::to_string(steps_ - 1) + ": data 1 gave " + std::to_string(n) +
+                     "Step " + std::to_string(index) + ": data 1 gave " + std::to_string(n) +
                          " samples but data 2 gave " + std::to_string(n2) +
                          "; both models must see the same number of samples in a step",
                      ErrorKind::RangeError);
