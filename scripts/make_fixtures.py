@@ -26,7 +26,7 @@ if os.environ.get("PYTHONHASHSEED") != "0":
     os.environ["PYTHONHASHSEED"] = "0"
     os.execv(sys.executable, [sys.executable] + sys.argv)
 from collections import OrderedDict
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -188,19 +188,26 @@ class Dynamic(nn.Module):
         return self.out(h) + f.sum() * 0.0
 
 
+class SumDiff(nn.Module):
+    def forward(self, a, b) -> Dict[str, torch.Tensor]:
+        return {"sum": a + b, "diff": a - b}
+
+
 class TwoInputs(nn.Module):
-    """forward(tokens: int64 (n, 5), x: float32 (n, 4))."""
+    """forward(tokens: int64 (n, 5), x: float32 (n, 4)); `sumdiff` returns a dict."""
 
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(50, 8)
         self.proj = nn.Linear(4, 8)
+        self.sumdiff = SumDiff()
         self.mix = nn.Linear(16, 3)
 
     def forward(self, tokens, x):
         e = self.embed(tokens).mean(1)
         p = self.proj(x)
-        return self.mix(torch.cat([e, p], 1))
+        d = self.sumdiff(e, p)
+        return self.mix(torch.cat([d["sum"], d["diff"]], 1))
 
 
 def build_models():

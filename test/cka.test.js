@@ -176,12 +176,22 @@ describe('CKA data handling', () => {
       { data: Float32Array.from({ length: n * 4 }, rng), shape: [n, 4] },
     ];
     const data = [batch(7), batch(9)];
-    const layers = ['embed', 'proj', 'mix'];
+    const layers = ['embed', 'proj', 'sumdiff', 'mix'];
     const cka = new CKA(m, m, { model1Layers: layers, model2Layers: layers, model2Name: 'same' });
     await cka.compare(data);
     const r = cka.export();
     const features = await featuresOf(m, data, layers);
     assert.deepEqual(features[0].embed.shape, [7, 5, 8]);
+    // sumdiff returns { sum, diff }: its first value is used.
+    assert.deepEqual(features[0].sumdiff.shape, [7, 8]);
+    const { embed, proj, sumdiff } = features[0];
+    for (let i = 0; i < 7 * 8; i += 1) {
+      const row = Math.floor(i / 8);
+      const col = i % 8;
+      let mean = 0;
+      for (let t = 0; t < 5; t += 1) mean += embed.data[(row * 5 + t) * 8 + col] / 5;
+      assert.ok(Math.abs(sumdiff.data[i] - (mean + proj.data[i])) < 1e-5, 'sumdiff must give its "sum" entry');
+    }
     assert.ok(maxRelativeError(r.cka, referenceCka(features, features, layers, layers)) < 1e-6);
     assertIdentityLike(r.cka, 1e-6);
   });

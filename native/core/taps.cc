@@ -45,6 +45,7 @@ bool can_hold_tensor(const c10::TypePtr& type) {
   }
   if (auto list = type->cast<c10::ListType>()) return can_hold_tensor(list->getElementType());
   if (auto optional = type->cast<c10::OptionalType>()) return can_hold_tensor(optional->getElementType());
+  if (auto dict = type->cast<c10::DictType>()) return can_hold_tensor(dict->getValueType());
   return type->kind() == c10::TypeKind::AnyType;
 }
 
@@ -80,6 +81,11 @@ at::Tensor first_tensor(const c10::IValue& value) {
       at::Tensor found = first_tensor(element);
       if (found.defined()) return found;
     }
+  } else if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {  // insertion order
+      at::Tensor found = first_tensor(entry.value());
+      if (found.defined()) return found;
+    }
   } else if (value.isTensorList()) {
     auto list = value.toTensorList();
     if (list.size() > 0) return list.get(0);
@@ -105,10 +111,10 @@ std::vector<LayerInfo> install_taps(torch::jit::Module& module) {
     LayerInfo info;
     info.name = item.name;
     info.type = cls->name() ? cls->name()->name() : cls->str();
-    if (torch::jit::Function* forward = cls->findMethod("forward")) {
+    torch::jit::Function* forward = cls->findMethod("forward");
+    if (torch::jit::GraphFunction* fn = forward ? torch::jit::tryToGraphFunction(*forward) : nullptr) {
       info.callable = true;
-      const auto& graph = torch::jit::toGraphFunction(*forward).graph();
-      c10::TypePtr out = graph->outputs().at(0)->type();
+      c10::TypePtr out = fn->graph()->outputs().at(0)->type();
       info.output_type = out->annotation_str();
       info.has_tensor = can_hold_tensor(out);
     }

@@ -47,7 +47,8 @@ struct LayerInfo {
 std::vector<LayerInfo> install_taps(torch::jit::Module& module);
 
 // The first tensor in a value: the value itself, or the first tensor found
-// depth-first in a tuple or list. Undefined tensor if there is none.
+// depth-first in a tuple, list or dict (values in insertion order). Undefined
+// tensor if there is none.
 at::Tensor first_tensor(const c10::IValue& value);
 
 }  // namespace tcka
