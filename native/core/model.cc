@@ -72,7 +72,11 @@ std::string model_base_name(const std::string& path) {
 
 Model::Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::Module> module,
              std::vector<LayerInfo> layers)
-    : path_(std::move(path)), device_(device), layers_(std::move(layers)), module_(std::move(module)) {
+    : path_(std::move(path)),
+      label_("'" + model_base_name(path_) + "'"),
+      device_(device),
+      layers_(std::move(layers)),
+      module_(std::move(module)) {
   for (const auto& tensor : module_->parameters()) parameter_bytes_ += tensor.numel() * tensor.element_size();
   for (const auto& tensor : module_->buffers()) parameter_bytes_ += tensor.numel() * tensor.element_size();
 }
@@ -113,7 +117,7 @@ bool Model::disposed() const {
 }
 
 LayerSelection Model::select(const std::vector<std::string>& names) const {
-  return resolve_layers(layers_, names, "'" + model_base_name(path_) + "'");
+  return resolve_layers(layers_, names, label_);
 }
 
 void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const {
@@ -126,13 +130,13 @@ void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver
   try {
     module->forward(std::move(args));
   } catch (const c10::Error& e) {
-    throw CkaError(codes::kForwardFailed, "Model '" + model_base_name(path_) + "' failed on " + what + ": " +
-                                              interpreter_error(e.what_without_backtrace()));
+    throw CkaError(codes::kForwardFailed,
+                   "Model " + label_ + " failed on " + what + ": " + interpreter_error(e.what_without_backtrace()));
   } catch (const CkaError&) {
     throw;
   } catch (const std::exception& e) {
     throw CkaError(codes::kForwardFailed,
-                   "Model '" + model_base_name(path_) + "' failed on " + what + ": " + interpreter_error(e.what()));
+                   "Model " + label_ + " failed on " + what + ": " + interpreter_error(e.what()));
   }
 }
 
@@ -147,8 +151,7 @@ std::vector<std::pair<std::string, at::Tensor>> Model::extract(const std::vector
     throw CkaError(codes::kNoTensorOutput,
                    "Output of layer '" + info.name + "' (" + info.type + "): " + recorder.error());
   }
-  std::vector<Row> rows =
-      plan_rows(selection, layers_, recorder.calls(), "'" + model_base_name(path_) + "'", "extract()", nullptr);
+  std::vector<Row> rows = plan_rows(selection, layers_, recorder.calls(), label_, "extract()", nullptr);
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& row : rows) out.emplace_back(row.name, recorder.features().at({row.layer, row.call}));
   return out;

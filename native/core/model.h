@@ -50,6 +50,7 @@ class Model {
   std::shared_ptr<torch::jit::Module> module_or_throw() const;
 
   std::string path_;
+  std::string label_;  // 'base name', for messages
   c10::Device device_;
   std::vector<LayerInfo> layers_;
   int64_t parameter_bytes_ = 0;
