@@ -152,8 +152,10 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
     }
   }
   if (rows.empty()) {
-    throw CkaError(codes::kNoLayers, "None of the submodules of model " + model_label + " ran during " + batch_label +
-                                         " (were their calls inlined, e.g. by torch.jit.freeze?)");
+    throw CkaError(codes::kNoLayers, "No submodule of model " + model_label +
+                                         " gave an output that can be compared during " + batch_label +
+                                         " (none ran, or none had the batch as first dimension; calls inlined by "
+                                         "torch.jit.freeze never run)");
   }
   return rows;
 }
