@@ -23,6 +23,20 @@ export const ErrorCodes = {
   ABORTED: 'ABORT_ERR',
   NATIVE_LOAD: 'ERR_NATIVE_LOAD',
   INTERNAL: 'ERR_INTERNAL',
+  /** A data file or folder does not exist or cannot be read. */
+  DATA_NOT_FOUND: 'ERR_DATA_NOT_FOUND',
+  /** A data file's header or layout is not what its format requires (or the format is unknown). */
+  DATA_FORMAT: 'ERR_DATA_FORMAT',
+  /** A data file ends before the records its header or size promise. */
+  DATA_TRUNCATED: 'ERR_DATA_TRUNCATED',
+  /** Samples of one data set differ in shape (e.g. images of different sizes without resize). */
+  DATA_SHAPE: 'ERR_DATA_SHAPE',
+  /** An image file could not be decoded. */
+  IMAGE_DECODE: 'ERR_IMAGE_DECODE',
+  /** A results object (or results.json) is not what CKA.export() returns. */
+  INVALID_RESULT: 'ERR_INVALID_RESULT',
+  /** The command line is wrong: an unknown command or option, or a missing or bad value. */
+  USAGE: 'ERR_USAGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

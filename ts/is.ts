@@ -44,3 +44,19 @@ export function optionalOneOf<T extends string>(value: unknown, allowed: readonl
   }
   return value as T;
 }
+
+/** An integer >= `min`, or undefined. */
+export function optionalInteger(value: unknown, name: string, min = 0): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw invalidArgType(`Expected an integer for ${name} but received ${describe(value)}`);
+  }
+  if (value < min) throw invalidArgValue(`Expected an integer >= ${min} for ${name} but received ${value}`);
+  return value;
+}
+
+export function optionalBoolean(value: unknown, name: string): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'boolean') throw invalidArgType(`Expected a boolean for ${name} but received ${describe(value)}`);
+  return value;
+}
