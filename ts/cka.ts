@@ -1,6 +1,7 @@
 import { binding, type NativeCka } from './binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
 import { optionalFunction, optionalObject, optionalOneOf, optionalString, optionalStringArray } from './is';
+import { expandLayerPatterns } from './layer-patterns';
 import { type Model, requireModel } from './model';
 import { type Batch, toNativeBatch } from './tensor';
 
@@ -8,7 +9,12 @@ export interface CKAOptions {
   /** Defaults to the model's name (its file's base name). */
   model1Name?: string;
   model2Name?: string;
-  /** Layers of model 1, in the row order wanted; default: every submodule that runs. */
+  /**
+   * Layers of model 1, in the row order wanted; default: every submodule that
+   * runs. Entries may be glob patterns (`layer1.*`, `layer*.?.relu`, `**.conv1`):
+   * `*` stays within one dotted segment, `**` crosses them; matches come in
+   * definition order.
+   */
   model1Layers?: readonly string[];
   model2Layers?: readonly string[];
   dataset1Name?: string;
@@ -91,6 +97,12 @@ function abortError(signal: AbortSignal): Error {
   return error;
 }
 
+/** A layer list with its glob patterns expanded against the model's submodules. */
+function layerList(model: Model, value: unknown, name: string): string[] {
+  const entries = optionalStringArray(value, name) ?? [];
+  return expandLayerPatterns(entries, model.native.layers(), `model '${model.name}' (${model.path})`);
+}
+
 const defaultWarning = (warning: CkaWarning): void => {
   process.emitWarning(warning.message, { type: 'TorchCkaWarning', code: warning.code });
 };
@@ -123,8 +135,8 @@ export class CKA {
     this.warn = optionalFunction<(w: CkaWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
     const precision = optionalOneOf(opts.precision, ['float64', 'float32'] as const, 'options.precision');
     this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
-      layers1: optionalStringArray(opts.model1Layers, 'options.model1Layers') ?? [],
-      layers2: optionalStringArray(opts.model2Layers, 'options.model2Layers') ?? [],
+      layers1: layerList(this.model1, opts.model1Layers, 'options.model1Layers'),
+      layers2: layerList(this.model2, opts.model2Layers, 'options.model2Layers'),
       label1: this.model1Name,
       label2: this.model2Name,
       ...(precision ? { precision } : {}),

@@ -57,6 +57,7 @@ export function optionalInteger(value: unknown, name: string, min = 0): number |
 
 export function optionalBoolean(value: unknown, name: string): boolean | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'boolean') throw invalidArgType(`Expected a boolean for ${name} but received ${describe(value)}`);
+  if (typeof value !== 'boolean')
+    throw invalidArgType(`Expected a boolean for ${name} but received ${describe(value)}`);
   return value;
 }

@@ -1,0 +1,470 @@
+'use strict';
+// The torch-cka command end to end, in child processes: exit codes, one-line
+// errors with codes, results.json, CSV, SVG, PNG, HTML, globs, the demo.
+const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const sharp = require('sharp');
+
+const { CKA, loadModel } = require('..');
+const { Progress } = require('../dist/cli/progress');
+const { fixture, fixtureMeta, randomBatches, referenceCka, maxRelativeError } = require('./helpers');
+
+const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+const ROOT = path.join(__dirname, '..');
+
+/** Runs the CLI; resolves { status, stdout, stderr } whatever the exit code. */
+function run(args, options = {}) {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, maxBuffer: 1 << 26 },
+      (error, stdout, stderr) => resolve({ status: error ? error.code : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Writes a float32 C-order .npy file (format 1.0), independently of the package's reader. */
+function writeNpy(file, data, shape) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const total = 10 + header.length + 1;
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  const prefix = Buffer.alloc(10);
+  Buffer.from([0x93]).copy(prefix, 0);
+  prefix.write('NUMPY', 1, 'latin1');
+  prefix[6] = 1;
+  prefix[7] = 0;
+  prefix.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(data.buffer)]));
+}
+
+const errorLine = (stderr) => {
+  const lines = stderr.trim().split('\n');
+  return lines[lines.length - 1];
+};
+
+const convnet = fixtureMeta.find((f) => f.file === 'convnet_traced.pt');
+
+describe('torch-cka CLI', function () {
+  let dir;
+  let npy;
+  const samples = [];
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-cli-'));
+    // 150 random 3x8x8 samples: batches of 64 give 64, 64, 22.
+    const batches = randomBatches(7, [64, 64, 22], [3, 8, 8]);
+    const all = new Float32Array(150 * 3 * 8 * 8);
+    let offset = 0;
+    for (const batch of batches) {
+      all.set(batch.data, offset);
+      offset += batch.data.length;
+      samples.push(batch);
+    }
+    npy = path.join(dir, 'random.npy');
+    writeNpy(npy, all, [150, 3, 8, 8]);
+  });
+
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  describe('help and usage', () => {
+    for (const command of ['compare', 'layers', 'plot', 'demo']) {
+      it(`${command} --help prints the usage and exits 0`, async () => {
+        const { status, stdout } = await run([command, '--help']);
+        assert.equal(status, 0);
+        assert.match(stdout, new RegExp(`^Usage: torch-cka ${command}`));
+        assert.match(stdout, /--help/);
+      });
+    }
+
+    it('--version prints the package version', async () => {
+      const { status, stdout } = await run(['--version']);
+      assert.equal(status, 0);
+      assert.equal(stdout.trim(), require('../package.json').version);
+    });
+
+    it('no command prints the commands and exits 2', async () => {
+      const { status, stdout } = await run([]);
+      assert.equal(status, 2);
+      assert.match(stdout, /compare MODEL1\.pt MODEL2\.pt/);
+    });
+
+    const usageCases = [
+      [['frobnicate'], /Unknown command 'frobnicate'/],
+      [['compare', 'a.pt'], /takes 2 argument\(s\) but received 1/],
+      [['compare', 'a.pt', 'b.pt'], /needs --data PATH/],
+      [
+        ['compare', 'a.pt', 'b.pt', '--data', 'x', '--batch-size', '0'],
+        /integer >= 1 for --batch-size but received '0'/,
+      ],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--batch-size', '1.5'], /--batch-size but received '1.5'/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--bogus'], /Unknown option '--bogus'/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--seed', '3'], /--seed needs --shuffle/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--normalize', 'weird'], /one of none, imagenet.*'weird'/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--layers1', 'a,,b'], /empty entry/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--plot', 'map.gif'], /\.svg or \.png but received 'map\.gif'/],
+      [['plot', 'r.json'], /needs --out FILE/],
+    ];
+    for (const [args, message] of usageCases) {
+      it(`'${args.join(' ')}' is a usage error (exit 2, one line, ERR_USAGE)`, async () => {
+        const { status, stderr, stdout } = await run(args);
+        assert.equal(status, 2);
+        assert.equal(stdout, '');
+        assert.equal(stderr.trim().split('\n').length, 1, stderr);
+        assert.match(stderr, message);
+        assert.match(stderr, /^torch-cka: .* \[ERR_USAGE\]$/m);
+      });
+    }
+  });
+
+  describe('errors from the work', () => {
+    it('a missing model file exits 1 naming the file and ERR_MODEL_NOT_FOUND', async () => {
+      const missing = path.join(dir, 'nope.pt');
+      const { status, stderr } = await run(['compare', missing, fixture('convnet_traced.pt'), '--data', npy]);
+      assert.equal(status, 1);
+      assert.equal(stderr.trim().split('\n').length, 1, stderr);
+      assert.match(errorLine(stderr), /nope\.pt.*\[ERR_MODEL_NOT_FOUND\]$/);
+    });
+
+    it('a missing data path exits 1 with ERR_DATA_NOT_FOUND', async () => {
+      const missing = path.join(dir, 'nothing.npy');
+      const { status, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        missing,
+      ]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /nothing\.npy.*\[ERR_DATA_NOT_FOUND\]$/);
+    });
+
+    it('an unknown layer exits 1 with ERR_UNKNOWN_LAYER and a suggestion', async () => {
+      const { status, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        npy,
+        '--layers1',
+        'stem,blok1',
+        '--quiet',
+      ]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /blok1.*block1.*\[ERR_UNKNOWN_LAYER\]$/);
+    });
+
+    it('a pattern that matches nothing exits 1 with ERR_UNKNOWN_LAYER', async () => {
+      const { status, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        npy,
+        '--layers2',
+        'layer9.*',
+        '--quiet',
+      ]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /'layer9\.\*' matches no submodule.*\[ERR_UNKNOWN_LAYER\]$/);
+    });
+
+    it('data of the wrong shape for the model exits 1 with ERR_FORWARD_FAILED', async () => {
+      const bad = path.join(dir, 'flat.npy');
+      writeNpy(bad, new Float32Array(16 * 12), [16, 12]);
+      const { status, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        bad,
+        '--quiet',
+      ]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /\[ERR_FORWARD_FAILED\]$/);
+    });
+
+    it('plot of a file that is not a results.json exits 1 with ERR_INVALID_RESULT', async () => {
+      const bad = path.join(dir, 'bad.json');
+      fs.writeFileSync(bad, JSON.stringify({ cka: [[1]] }));
+      const out = path.join(dir, 'never.svg');
+      const { status, stderr } = await run(['plot', bad, '--out', out]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /bad\.json.*\[ERR_INVALID_RESULT\]$/);
+      assert.equal(fs.existsSync(out), false);
+
+      fs.writeFileSync(bad, '{ not json');
+      const again = await run(['plot', bad, '--out', out]);
+      assert.equal(again.status, 1);
+      assert.match(errorLine(again.stderr), /not JSON.*\[ERR_INVALID_RESULT\]$/);
+    });
+  });
+
+  describe('compare', function () {
+    let outputs;
+    let result;
+
+    before(async () => {
+      outputs = {
+        out: path.join(dir, 'out', 'results.json'),
+        csv: path.join(dir, 'out', 'results.csv'),
+        svg: path.join(dir, 'out', 'heatmap.svg'),
+        png: path.join(dir, 'out', 'heatmap.png'),
+        html: path.join(dir, 'out', 'report.html'),
+      };
+      result = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        npy,
+        '--layers1',
+        'stem,block*,fc',
+        '--layers2',
+        '**.conv,pool',
+        '--name1',
+        'traced',
+        '--name2',
+        'scripted',
+        '--out',
+        outputs.out,
+        '--csv',
+        outputs.csv,
+        '--plot',
+        outputs.svg,
+        '--report',
+        outputs.html,
+        '--title',
+        'CLI test',
+      ]);
+    });
+
+    it('exits 0 and prints the models, data, progress and a best-match table', () => {
+      assert.equal(result.status, 0, result.stderr);
+      assert.match(result.stdout, /model: traced \(.*convnet_traced\.pt/);
+      assert.match(result.stdout, /data: random\.npy: 150 samples/);
+      assert.match(result.stdout, /CKA of 5 x 4 layers over 150 samples in 3 batches/);
+      assert.match(result.stdout, /traced layer\s+best match in scripted\s+CKA/);
+      assert.match(result.stdout, /wrote .*results\.json/);
+      // stderr is not a TTY here: plain progress lines, the last one at 100%.
+      assert.match(result.stderr, /batch 3\/3 \(100%\), [\d.]+ samples\/s, ETA 0:00/);
+    });
+
+    it('expands globs in definition order', () => {
+      const json = JSON.parse(fs.readFileSync(outputs.out, 'utf8'));
+      assert.deepEqual(json.model1Layers, ['stem', 'block1', 'block2', 'block3', 'fc']);
+      assert.deepEqual(json.model2Layers, ['block1.conv', 'block2.conv', 'block3.conv', 'pool']);
+    });
+
+    it('writes results.json: the export() object plus the arguments used', async () => {
+      const json = JSON.parse(fs.readFileSync(outputs.out, 'utf8'));
+      const exportKeys = [
+        'model1Name',
+        'model2Name',
+        'model1Layers',
+        'model2Layers',
+        'dataset1Name',
+        'dataset2Name',
+        'cka',
+        'samples',
+        'batches',
+      ];
+      assert.deepEqual(Object.keys(json).sort(), [...exportKeys, 'cli'].sort());
+      assert.equal(json.model1Name, 'traced');
+      assert.equal(json.dataset1Name, 'random.npy');
+      assert.equal(json.samples, 150);
+      assert.equal(json.batches, 3);
+      assert.equal(json.cli.argv[0], 'compare');
+      assert.ok(json.cli.argv.includes('stem,block*,fc'));
+      assert.equal(json.cka.length, 5);
+      for (const row of json.cka) assert.equal(row.length, 4);
+
+      // The same numbers as the API on the same batches...
+      const m1 = await loadModel(fixture('convnet_traced.pt'));
+      const m2 = await loadModel(fixture('convnet_scripted.pt'));
+      const cka = new CKA(m1, m2, { model1Layers: json.model1Layers, model2Layers: json.model2Layers });
+      await cka.compare(samples);
+      const api = cka.export();
+      assert.deepEqual(json.cka, api.cka);
+
+      // ...and as the plain float64 reference on features extracted per batch.
+      const feats1 = [];
+      const feats2 = [];
+      for (const batch of samples) {
+        feats1.push(await m1.extract(batch, json.model1Layers));
+        feats2.push(await m2.extract(batch, json.model2Layers));
+      }
+      const reference = referenceCka(feats1, feats2, json.model1Layers, json.model2Layers);
+      assert.ok(maxRelativeError(json.cka, reference, 1e-3) < 1e-4);
+      m1.dispose();
+      m2.dispose();
+    });
+
+    it('writes the CSV with layer names as row and column headers', () => {
+      const json = JSON.parse(fs.readFileSync(outputs.out, 'utf8'));
+      const lines = fs.readFileSync(outputs.csv, 'utf8').trimEnd().split('\r\n');
+      assert.equal(lines.length, 6);
+      assert.deepEqual(lines[0].split(','), ['traced \\ scripted', ...json.model2Layers]);
+      lines.slice(1).forEach((line, i) => {
+        const [name, ...cells] = line.split(',');
+        assert.equal(name, json.model1Layers[i]);
+        assert.deepEqual(
+          cells.map((c) => (c === '' ? null : Number(c))),
+          json.cka[i],
+        );
+      });
+    });
+
+    it('writes an SVG that parses and the report', async () => {
+      const svg = fs.readFileSync(outputs.svg);
+      const meta = await sharp(svg).metadata();
+      assert.equal(meta.format, 'svg');
+      assert.ok(meta.width > 100 && meta.height > 100);
+      assert.match(svg.toString(), /CLI test/);
+      const html = fs.readFileSync(outputs.html, 'utf8');
+      assert.match(html, /^<!DOCTYPE html>/i);
+      assert.match(html, /block3\.conv/);
+      assert.doesNotMatch(html, /<script[^>]+src=|<link[^>]+href="http/);
+    });
+
+    it('plot turns results.json into PNG, SVG and HTML', async () => {
+      for (const name of ['again.png', 'again.svg', 'again.html']) {
+        const out = path.join(dir, name);
+        const { status, stdout, stderr } = await run(['plot', outputs.out, '--out', out, '--title', 'Replotted']);
+        assert.equal(status, 0, stderr);
+        assert.match(stdout, new RegExp(`wrote .*${name}`));
+      }
+      const png = fs.readFileSync(path.join(dir, 'again.png'));
+      assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      const meta = await sharp(png).metadata();
+      assert.equal(meta.format, 'png');
+      assert.match(fs.readFileSync(path.join(dir, 'again.svg'), 'utf8'), /Replotted/);
+    });
+
+    it('--quiet prints nothing, --data2 feeds model 2, --limit and --shuffle apply', async () => {
+      const out = path.join(dir, 'quiet.json');
+      const { status, stdout, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        npy,
+        '--data2',
+        npy,
+        '--layers1',
+        'stem',
+        '--layers2',
+        'stem',
+        '--limit',
+        '100',
+        '--batch-size',
+        '50',
+        '--shuffle',
+        '--seed',
+        '3',
+        '--quiet',
+        '--out',
+        out,
+      ]);
+      assert.equal(status, 0, stderr);
+      assert.equal(stdout, '');
+      assert.equal(stderr, '');
+      const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+      assert.equal(json.samples, 100);
+      assert.equal(json.batches, 2);
+      assert.equal(json.dataset2Name, 'random.npy');
+      assert.equal(json.cli.data2, npy);
+      // The same model weights' stem on the same (shuffled) data: traced and scripted differ in weights.
+      assert.ok(json.cka[0][0] > 0 && json.cka[0][0] <= 1);
+    });
+  });
+
+  describe('layers', () => {
+    it('prints the named submodules as a table', async () => {
+      const { status, stdout } = await run(['layers', fixture('convnet_traced.pt')]);
+      assert.equal(status, 0);
+      assert.match(stdout, /convnet_traced: \d+ named submodules/);
+      for (const { name, type } of convnet.layers) assert.match(stdout, new RegExp(`^${name}\\s+${type}$`, 'm'));
+    });
+
+    it('--json prints what PyTorch listed', async () => {
+      const { status, stdout } = await run(['layers', fixture('convnet_traced.pt'), '--json']);
+      assert.equal(status, 0);
+      assert.deepEqual(JSON.parse(stdout), convnet.layers);
+    });
+
+    it('a file that is not TorchScript exits 1 with ERR_MODEL_LOAD', async () => {
+      const junk = path.join(dir, 'junk.pt');
+      fs.writeFileSync(junk, 'not a zip');
+      const { status, stderr } = await run(['layers', junk]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /junk\.pt.*\[ERR_MODEL_LOAD\]$/);
+      assert.equal(stderr.trim().split('\n').length, 1);
+    });
+  });
+
+  describe('demo', () => {
+    it('compares the shipped models and writes all its files', async () => {
+      const out = path.join(dir, 'demo');
+      const { status, stdout, stderr } = await run(['demo', '--out', out]);
+      assert.equal(status, 0, stderr);
+      assert.match(stdout, /CNN layer\s+best match in MLP\s+CKA/);
+      assert.match(stdout, /over 360 samples in 6 batches/);
+      for (const name of ['results.json', 'results.csv', 'heatmap.svg', 'heatmap.png', 'report.html']) {
+        assert.ok(fs.statSync(path.join(out, name)).size > 0, name);
+      }
+      const json = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+      const demo = require('../demo/demo.json');
+      const names = (i) => demo.models[i].layers.map((l) => l.name);
+      assert.ok(json.model1Layers.every((name) => names(0).includes(name.replace(/#\d+$/, ''))));
+      assert.ok(json.model2Layers.every((name) => names(1).includes(name.replace(/#\d+$/, ''))));
+      for (const row of json.cka) for (const v of row) assert.ok(v === null || (v >= 0 && v <= 1 + 1e-6));
+      const png = await sharp(path.join(out, 'heatmap.png')).metadata();
+      assert.equal(png.format, 'png');
+    });
+  });
+});
+
+describe('Progress', () => {
+  const sink = (isTTY) => {
+    const chunks = [];
+    return { isTTY, chunks, write: (text) => chunks.push(text) };
+  };
+
+  it('redraws one line on a terminal with batches, samples/s and ETA', () => {
+    let now = 0;
+    const stream = sink(true);
+    const progress = new Progress(stream, { total: 4, now: () => now });
+    now = 1000;
+    progress.update(1, 64);
+    now = 2000;
+    progress.update(2, 128);
+    progress.done();
+    assert.ok(stream.chunks.every((c) => c.startsWith('\r')));
+    assert.match(stream.chunks[0], /\[######\.{18}\] batch 1\/4 \(25%\), 64\.0 samples\/s, ETA 0:03/);
+    assert.match(stream.chunks.at(-1), /batch 2\/4 \(50%\), 64\.0 samples\/s, ETA 0:02.*\n$/);
+  });
+
+  it('writes a plain line every interval when not a terminal, and nothing when quiet', () => {
+    let now = 0;
+    const stream = sink(false);
+    const progress = new Progress(stream, { total: 10, interval: 5, now: () => now });
+    for (let b = 1; b <= 10; b += 1) {
+      now = b * 1000;
+      progress.update(b, b * 10);
+    }
+    // At 1 s (first), 6 s (5 s later) and the last batch.
+    assert.equal(stream.chunks.length, 3);
+    assert.ok(stream.chunks.every((c) => c.endsWith('\n') && !c.includes('\r')));
+    assert.match(stream.chunks[2], /^batch 10\/10 \(100%\)/);
+
+    const quiet = sink(true);
+    const silent = new Progress(quiet, { total: 2, quiet: true });
+    silent.update(1, 4);
+    silent.done();
+    assert.deepEqual(quiet.chunks, []);
+  });
+});

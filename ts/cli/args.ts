@@ -1,0 +1,141 @@
+// Command-line parsing on node:util's parseArgs, with help text made from the
+// same option table, and values checked into numbers, lists and choices.
+import { parseArgs } from 'node:util';
+
+import { ErrorCodes, makeError } from '../errors';
+
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  /** Shown in --help after the option, e.g. `N` or `PATH`. */
+  value?: string;
+  description: string;
+}
+
+export interface CommandSpec {
+  name: string;
+  /** One line: `torch-cka NAME ...`. */
+  usage: string;
+  summary: string;
+  positionals: { min: number; max: number };
+  options: Record<string, OptionSpec>;
+  /** Extra paragraphs after the option list. */
+  notes?: string;
+}
+
+export type Values = Record<string, string | boolean | undefined>;
+
+export interface Parsed {
+  values: Values;
+  positionals: string[];
+}
+
+export const usageError = (message: string): Error => makeError(Error, ErrorCodes.USAGE, message);
+
+const HELP: OptionSpec = { type: 'boolean', short: 'h', description: 'show this help' };
+
+/** Parses argv (the part after the command name) against a command's options. */
+export function parse(argv: readonly string[], spec: CommandSpec): Parsed {
+  const options = { ...spec.options, help: HELP };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: Object.fromEntries(
+        Object.entries(options).map(([name, o]) => [
+          name,
+          o.short ? { type: o.type, short: o.short } : { type: o.type },
+        ]),
+      ),
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    // parseArgs' messages are clear but long; keep their first sentence.
+    const message = (error as Error).message.split('. ')[0]?.replace(/\.$/, '') ?? String(error);
+    throw usageError(`${message} (see torch-cka ${spec.name} --help)`);
+  }
+  const values = parsed.values as Values;
+  if (values.help) return { values, positionals: parsed.positionals };
+  const count = parsed.positionals.length;
+  if (count < spec.positionals.min || count > spec.positionals.max) {
+    const expected =
+      spec.positionals.min === spec.positionals.max
+        ? `${spec.positionals.min}`
+        : `${spec.positionals.min} to ${spec.positionals.max}`;
+    throw usageError(
+      `torch-cka ${spec.name} takes ${expected} argument(s) but received ${count}` +
+        `${count ? ` (${parsed.positionals.join(' ')})` : ''}; usage: ${spec.usage}`,
+    );
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** The --help text of a command. */
+export function helpText(spec: CommandSpec): string {
+  const options = { ...spec.options, help: HELP };
+  const rows = Object.entries(options).map(([name, o]) => {
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.value ? ` ${o.value}` : ''}`;
+    return [flag, o.description] as const;
+  });
+  const width = Math.max(...rows.map(([flag]) => flag.length));
+  const lines = [
+    `Usage: ${spec.usage}`,
+    '',
+    spec.summary,
+    '',
+    'Options:',
+    ...rows.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`),
+  ];
+  if (spec.notes) lines.push('', spec.notes);
+  return `${lines.join('\n')}\n`;
+}
+
+export function stringValue(values: Values, name: string): string | undefined {
+  const value = values[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0) throw usageError(`--${name} needs a value`);
+  return value;
+}
+
+export function integerValue(values: Values, name: string, min: number): number | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  if (!/^[+-]?\d+$/.test(text.trim()) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
+    throw usageError(`Expected an integer >= ${min} for --${name} but received '${text}'`);
+  }
+  return Number(text);
+}
+
+/** A comma-separated list; empty items are an error. */
+export function listValue(values: Values, name: string): string[] | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  const items = text.split(',').map((item) => item.trim());
+  if (items.some((item) => item.length === 0)) {
+    throw usageError(`--${name} has an empty entry in '${text}'; give names separated by commas`);
+  }
+  return items;
+}
+
+export function choiceValue<T extends string>(values: Values, name: string, choices: readonly T[]): T | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  if (!choices.includes(text as T)) {
+    throw usageError(`Expected one of ${choices.join(', ')} for --${name} but received '${text}'`);
+  }
+  return text as T;
+}
+
+/** `224` or `224x256` (height x width). */
+export function sizeValue(values: Values, name: string): number | [number, number] | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  const match = /^(\d+)(?:[x,](\d+))?$/i.exec(text.trim());
+  const h = Number(match?.[1]);
+  const w = match?.[2] === undefined ? undefined : Number(match[2]);
+  if (!match || h < 1 || (w !== undefined && w < 1)) {
+    throw usageError(`Expected a size like 224 or 224x256 (height x width) for --${name} but received '${text}'`);
+  }
+  return w === undefined ? h : [h, w];
+}

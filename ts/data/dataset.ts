@@ -1,0 +1,102 @@
+import * as path from 'node:path';
+import type { DType, Tensor } from '../tensor';
+import { type ResolvedDataOptions, shuffledIndices } from './options';
+
+export type DataFormat = 'npy' | 'cifar10' | 'idx' | 'images';
+
+/** @internal Reads the batches of one pass; closed when the pass ends, however it ends. */
+export interface BatchReader {
+  /** The samples at positions start..start+count-1 of the pass (in `order`, or in file order when it is null). */
+  read(start: number, count: number): Promise<Tensor>;
+  close(): Promise<void>;
+}
+
+/** @internal What a reader found when it opened a file or folder. */
+export interface BatchSource {
+  readonly path: string;
+  readonly format: DataFormat;
+  /** Samples in the file(s). */
+  readonly records: number;
+  readonly sampleShape: readonly number[];
+  readonly dtype: DType;
+  /** Starts a pass over the records in `order` (null: file order, read sequentially). */
+  open(order: Uint32Array | null): Promise<BatchReader>;
+}
+
+/**
+ * A data set read from disk in batches: an `AsyncIterable<Tensor>` of
+ * `[batch, ...sampleShape]` tensors. Each `for await` is a fresh pass in the
+ * same order; only one batch is in memory at a time, and files are closed when
+ * a pass ends, fails or is left early. Made by `readNpy`, `readCifar10`,
+ * `readIdx`, `readImageFolder` or `openDataset`.
+ */
+export class Dataset implements AsyncIterable<Tensor> {
+  /** The file or folder as given. */
+  readonly path: string;
+  readonly format: DataFormat;
+  /** The file's or folder's base name. */
+  readonly name: string;
+  /** Samples per pass (after `limit`). */
+  readonly length: number;
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  readonly seed: number;
+  readonly dropLast: boolean;
+  /** Shape of one sample; batches are `[n, ...sampleShape]`. */
+  readonly sampleShape: readonly number[];
+  readonly dtype: DType;
+  private readonly source: BatchSource;
+  private order: Uint32Array | null | undefined;
+
+  /** @internal */
+  constructor(source: BatchSource, options: ResolvedDataOptions) {
+    this.source = source;
+    this.path = source.path;
+    this.format = source.format;
+    this.name = path.basename(source.path) || source.path;
+    this.length = Math.min(source.records, options.limit ?? Infinity);
+    this.batchSize = options.batchSize;
+    this.shuffle = options.shuffle;
+    this.seed = options.seed;
+    this.dropLast = options.dropLast;
+    this.sampleShape = Object.freeze([...source.sampleShape]);
+    this.dtype = source.dtype;
+  }
+
+  /** Batches per pass. */
+  get batchCount(): number {
+    return this.dropLast ? Math.floor(this.length / this.batchSize) : Math.ceil(this.length / this.batchSize);
+  }
+
+  /** E.g. "digits.npy: 360 samples of float32 [1, 8, 8]". */
+  describe(): string {
+    const samples = `${this.length} sample${this.length === 1 ? '' : 's'}`;
+    return `${this.name}: ${samples} of ${this.dtype} [${this.sampleShape.join(', ')}]`;
+  }
+
+  toString(): string {
+    return `Dataset(${this.describe()})`;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Tensor, void, undefined> {
+    const batches = this.batchCount;
+    if (batches === 0) return;
+    const reader = await this.source.open(this.passOrder());
+    try {
+      for (let b = 0; b < batches; b += 1) {
+        const start = b * this.batchSize;
+        yield await reader.read(start, Math.min(this.batchSize, this.length - start));
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** Record indices of a pass, position by position; null for file order. @internal */
+  protected passOrder(): Uint32Array | null {
+    if (this.order === undefined) {
+      this.order = this.shuffle ? shuffledIndices(this.source.records, this.seed).slice(0, this.length) : null;
+    }
+    return this.order;
+  }
+}
