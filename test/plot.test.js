@@ -2,21 +2,9 @@
 // Heatmap SVG/PNG and result validation. The SVG is checked with independent parsers:
 // librsvg (through sharp) and Chromium's DOMParser and layout (through playwright-core).
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const sharp = require('sharp');
-const { chromium } = require('playwright-core');
+const { launchChromium } = require('./helpers/browser');
 const { heatmapSvg, heatmapPng, svgToPng, hasUsableFont, validateResult, colorOf } = require('../dist/plot');
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 // Matplotlib's end colours, as its docs list them.
 const MAGMA_0 = '#000004';
@@ -223,8 +211,7 @@ describe('heatmapSvg in Chromium', function () {
   let page;
 
   before(async function () {
-    assert.ok(fs.existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM} (apt-get install chromium)`);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage();
     await page.route('**/*', (route) => route.abort());
     await page.setContent('<!DOCTYPE html><html><body style="margin:0"></body></html>');

@@ -5,19 +5,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
-const { chromium } = require('playwright-core');
+const { launchChromium } = require('./helpers/browser');
 const { reportHtml, bestMatches } = require('../dist/report');
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /** The best match of each row written plainly: highest value, first on ties, null for an all-null row. */
 function expectedMatches(result) {
@@ -70,8 +59,7 @@ describe('reportHtml in Chromium', function () {
 
   before(async function () {
     // A missing browser fails the suite: it is a dev dependency of these tests, not optional.
-    assert.ok(fs.existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM} (apt-get install chromium)`);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-report-'));
   });
 

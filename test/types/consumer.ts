@@ -8,6 +8,18 @@ import {
   type LayerInfo,
   type Batch,
   type CkaError,
+  readNpy,
+  readCifar10,
+  readImageFolder,
+  openDataset,
+  heatmapSvg,
+  heatmapPng,
+  reportHtml,
+  bestMatches,
+  validateResult,
+  type Dataset,
+  type BestMatch,
+  type HeatmapOptions,
 } from 'torch-cka';
 
 async function main(): Promise<void> {
@@ -43,6 +55,19 @@ async function main(): Promise<void> {
     console.log(coded.code === 'ERR_UNKNOWN_LAYER');
   }
   console.log(feats, stopped, cell, code, r.model1Layers, r.samples, r.batches);
+
+  const digits: Dataset = await readNpy('digits.npy', { batchSize: 60, shuffle: true, seed: 1, limit: 300 });
+  const cifar = await readCifar10('cifar-10-batches-bin', { split: 'test', normalize: 'cifar10' });
+  const images = await readImageFolder('photos', { resize: 256, centerCrop: [224, 224], normalize: 'imagenet' });
+  const any = await openDataset('data.npy', { dropLast: true });
+  await cka.compare(digits, cifar);
+  const count: number = images.batchCount + any.length;
+  const options: HeatmapOptions = { title: 't', colormap: 'viridis' };
+  const svg: string = heatmapSvg(r, options);
+  const png: Buffer = heatmapPng(r, { scale: 1 });
+  const html: string = reportHtml(validateResult(JSON.parse(svg)), { title: 'x', version: '1' });
+  const best: BestMatch[] = bestMatches(r);
+  console.log(count, png.length, html.length, best[0]?.layer2);
   m1.dispose();
   await m2[Symbol.asyncDispose]();
 }
