@@ -187,6 +187,13 @@ describe('torch-cka CLI', function () {
       assert.match(errorLine(stderr), /\[ERR_FORWARD_FAILED\]$/);
     });
 
+    it('--device cuda without CUDA exits 1 with ERR_DEVICE_UNAVAILABLE', async function () {
+      if (require('..').runtimeInfo().cudaAvailable) this.skip(); // only meaningful without a GPU
+      const { status, stderr } = await run(['layers', fixture('convnet_traced.pt'), '--device', 'cuda']);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /\[ERR_DEVICE_UNAVAILABLE\]$/);
+    });
+
     it('plot of a file that is not a results.json exits 1 with ERR_INVALID_RESULT', async () => {
       const bad = path.join(dir, 'bad.json');
       fs.writeFileSync(bad, JSON.stringify({ cka: [[1]] }));
@@ -379,6 +386,49 @@ describe('torch-cka CLI', function () {
       assert.equal(json.cli.data2, npy);
       // The same model weights' stem on the same (shuffled) data: traced and scripted differ in weights.
       assert.ok(json.cka[0][0] > 0 && json.cka[0][0] <= 1);
+    });
+  });
+
+  describe('compare on other data formats', () => {
+    it('reads a folder of images with --resize and --normalize imagenet', async () => {
+      const out = path.join(dir, 'images.json');
+      const images = path.join(__dirname, 'fixtures', 'data', 'images');
+      const { status, stderr, stdout } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        images,
+        '--resize',
+        '8x8',
+        '--normalize',
+        'imagenet',
+        '--layers1',
+        'stem,fc',
+        '--layers2',
+        'stem,fc',
+        '--out',
+        out,
+      ]);
+      assert.equal(status, 0, stderr);
+      assert.match(stdout, /data: images: 6 samples of float32 \[3, 8, 8\]/);
+      const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+      assert.equal(json.samples, 6);
+      assert.equal(json.dataset1Name, 'images');
+    });
+
+    it('images of several sizes without --resize exit 1 with ERR_DATA_SHAPE', async () => {
+      const images = path.join(__dirname, 'fixtures', 'data', 'mixed');
+      const { status, stderr } = await run([
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        images,
+        '--quiet',
+      ]);
+      assert.equal(status, 1);
+      assert.match(errorLine(stderr), /\[ERR_DATA_SHAPE\]$/);
     });
   });
 

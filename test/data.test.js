@@ -773,6 +773,19 @@ describe('data: image folders', () => {
     return out;
   };
 
+  it('follows symbolic links to folders once, so a link to a parent does not loop', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-links-'));
+    try {
+      fs.cpSync(images, path.join(dir, 'imgs'), { recursive: true });
+      fs.symlinkSync('..', path.join(dir, 'imgs', 'up'));
+      fs.symlinkSync(path.join(dir, 'imgs'), path.join(dir, 'imgs', 'self'));
+      const ds = await readImageFolder(path.join(dir, 'imgs'));
+      assert.equal(ds.length, order.length);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('decodes PNG, JPEG and WebP like PIL, in relative-path order, skipping dot-files and non-images', async () => {
     const ds = await readImageFolder(images, { batchSize: 4 });
     assert.equal(ds.format, 'images');

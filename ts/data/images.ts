@@ -58,7 +58,12 @@ const cropOffset = (size: number, crop: number): number =>
 /** Image files under `root` (recursive, dot-names skipped), sorted by relative path with '/' separators. */
 async function listImages(root: string): Promise<string[]> {
   const found: string[] = [];
+  // Real paths of the folders walked, so that a symbolic link to a parent is not followed forever.
+  const visited = new Set<string>();
   const walk = async (relative: string): Promise<void> => {
+    const real = await fs.promises.realpath(path.join(root, relative)).catch(() => path.join(root, relative));
+    if (visited.has(real)) return;
+    visited.add(real);
     let entries: fs.Dirent[];
     try {
       entries = await fs.promises.readdir(path.join(root, relative), { withFileTypes: true });
