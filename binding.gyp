@@ -3,6 +3,7 @@
     {
       "target_name": "torch_cka",
       "sources": [
+        "native/core/blas.cc",
         "native/core/device.cc",
         "native/core/engine.cc",
         "native/core/errors.cc",

@@ -210,6 +210,37 @@ class TwoInputs(nn.Module):
         return self.mix(torch.cat([d["sum"], d["diff"]], 1))
 
 
+class Square(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(10, 10)
+
+    def forward(self, x):
+        y = self.inner(x)
+        y.mul_(y)  # in place, after inner's output was tapped
+        return y
+
+
+class InPlace(nn.Module):
+    """Outputs that share one tensor object: ReLU(inplace=True) changes lin's
+    output after it was tapped; seq returns its last child's output unchanged;
+    square returns its child's output after squaring it in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 10)
+        self.act = nn.ReLU(inplace=True)
+        self.seq = nn.Sequential(nn.Linear(10, 10), nn.Tanh())
+        self.square = Square()
+        self.out = nn.Linear(10, 3)
+
+    def forward(self, x):
+        x = self.act(self.lin(x))
+        x = self.seq(x)
+        x = self.square(x)
+        return self.out(x)
+
+
 def build_models():
     models = OrderedDict()
 
@@ -243,6 +274,9 @@ def build_models():
 
     torch.manual_seed(8)
     models["two_inputs_scripted.pt"] = TwoInputs().eval()
+
+    torch.manual_seed(9)
+    models["inplace_scripted.pt"] = InPlace().eval()
     return models
 
 
@@ -255,6 +289,7 @@ META = OrderedDict([
     ("rotated_scripted.pt", ("scripted", [None, 12])),
     ("dynamic_scripted.pt", ("scripted", [None, 6])),
     ("two_inputs_scripted.pt", ("scripted", [[None, 5], [None, 4]])),
+    ("inplace_scripted.pt", ("scripted", [None, 6])),
 ])
 TRACE_EXAMPLE = {"mlp_traced.pt": (6, 12), "convnet_traced.pt": (4, 3, 8, 8)}
 
@@ -433,6 +468,8 @@ def main():
     conv_in = make_batches(12, (3, 8, 8))
     all_mlp = [n for n, _ in models["mlp_scripted.pt"].named_modules() if n]
     all_mlp2 = [n for n, _ in models["mlp_traced.pt"].named_modules() if n]
+    inplace_in = make_batches(13, (6,))
+    all_inplace = [n for n, _ in models["inplace_scripted.pt"].named_modules() if n]
 
     specs = [
         ("mlp_scripted.pt", "mlp_traced.pt", all_mlp, all_mlp2, mlp_in, None),
@@ -441,6 +478,7 @@ def main():
          ["block3", "relu#2", "pool", "fc"], conv_in, None),
         ("mlp_scripted.pt", "mlp_scripted.pt", ["fc1", "act2", "out"], ["fc1", "act2", "out"],
          mlp_in, mlp_in_other),
+        ("inplace_scripted.pt", "inplace_scripted.pt", all_inplace, all_inplace, inplace_in, None),
     ]
     comparisons = []
     for m1, m2, r1, r2, b1, b2 in specs:

@@ -24,6 +24,8 @@ export interface NativeModel {
   readonly disposed: boolean;
   layers(): NativeLayer[];
   extract(batch: TensorLike | TensorLike[], layers: string[]): Promise<Array<[string, NativeTensor]>>;
+  /** Forward alone, in inference mode, no taps recording: the benchmark's floor. */
+  forwardOnly(batch: TensorLike | TensorLike[], threads?: number): Promise<void>;
   dispose(): void;
 }
 
@@ -33,6 +35,18 @@ export interface NativeCkaOptions {
   label1: string;
   label2: string;
   precision?: 'float64' | 'float32';
+  threads?: number;
+  concurrent?: boolean;
+}
+
+export interface NativeStats {
+  accumulatorBytes: number;
+  gramBytes: number;
+  blockBytes: number;
+  forwards: number;
+  reusedGrams: number;
+  threads: number;
+  concurrent: boolean;
 }
 
 export interface NativeStep {
@@ -57,17 +71,25 @@ export interface NativeCka {
   readonly busy: boolean;
   step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
   result(): NativeResult;
+  stats(): NativeStats;
 }
 
 export interface RuntimeInfo {
   libtorchVersion: string;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
+  /** libtorch's intra-op threads (OpenMP) on the main thread. */
   threads: number;
+  /** libtorch's inter-op threads. */
+  interopThreads: number;
+  /** CPU cores the system reports. */
+  cores: number;
+  /** The BLAS found in the process, e.g. `openblas (syrk)`. */
+  blas: string;
 }
 
 export interface Binding {
-  loadModel(path: string, device: string): Promise<NativeModel>;
+  loadModel(path: string, device: string, instrument?: boolean): Promise<NativeModel>;
   NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCkaOptions) => NativeCka;
   runtimeInfo(): RuntimeInfo;
 }

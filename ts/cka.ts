@@ -1,6 +1,14 @@
 import { binding, type NativeCka } from './binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
-import { optionalFunction, optionalObject, optionalOneOf, optionalString, optionalStringArray } from './is';
+import {
+  optionalBoolean,
+  optionalFunction,
+  optionalInteger,
+  optionalObject,
+  optionalOneOf,
+  optionalString,
+  optionalStringArray,
+} from './is';
 import { expandLayerPatterns } from './layer-patterns';
 import { type Model, requireModel } from './model';
 import { type Batch, toNativeBatch } from './tensor';
@@ -25,6 +33,18 @@ export interface CKAOptions {
    * layers and large batches. The sums are kept in float64 either way.
    */
   precision?: 'float64' | 'float32';
+  /**
+   * Intra-op threads for each model's work: libtorch's (OpenMP) and the
+   * BLAS's own pool (OpenBLAS keeps one apart from libtorch's). Default:
+   * libtorch's current setting, `runtimeInfo().threads` (`OMP_NUM_THREADS`).
+   */
+  threads?: number;
+  /**
+   * Run model 1 and model 2 at once, each on its own thread (on a GPU, its
+   * own CUDA stream), each with `threads` threads. Default: on a GPU, and on
+   * a CPU with at least 2 x `threads` cores.
+   */
+  concurrent?: boolean;
   /** Receives warnings; default: `process.emitWarning`. */
   onWarning?: (warning: CkaWarning) => void;
 }
@@ -77,6 +97,23 @@ export interface CKAResult {
   batches: number;
 }
 
+export interface CKAStats {
+  /** Bytes of the float64 sums: (m·p + m + p) x 8. */
+  accumulatorBytes: number;
+  /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
+  gramBytes: number;
+  /** Bytes of float64 copies of Gram blocks alive at once in the last batch, at most. */
+  blockBytes: number;
+  /** Forward passes run (one per batch for the same model on the same data). */
+  forwards: number;
+  /** Gram matrices copied from an identical tensor instead of computed. */
+  reusedGrams: number;
+  /** Intra-op threads per model in the last batch. */
+  threads: number;
+  /** Whether the last batch ran both models at once. */
+  concurrent: boolean;
+}
+
 export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
 
 function iteratorOf(data: unknown, what: string): AsyncIterator<Batch> | Iterator<Batch> {
@@ -101,6 +138,12 @@ function abortError(signal: AbortSignal): Error {
 function layerList(model: Model, value: unknown, name: string): string[] {
   const entries = optionalStringArray(value, name) ?? [];
   return expandLayerPatterns(entries, model.native.layers(), `model '${model.name}' (${model.path})`);
+}
+
+function defaultConcurrent(model: Model, threads: number | undefined): boolean {
+  if (!model.device.startsWith('cpu')) return true;
+  const info = binding().runtimeInfo();
+  return info.cores >= 2 * (threads ?? info.threads);
 }
 
 const defaultWarning = (warning: CkaWarning): void => {
@@ -134,12 +177,17 @@ export class CKA {
     this.dataset2NameOption = optionalString(opts.dataset2Name, 'options.dataset2Name');
     this.warn = optionalFunction<(w: CkaWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
     const precision = optionalOneOf(opts.precision, ['float64', 'float32'] as const, 'options.precision');
+    const threads = optionalInteger(opts.threads, 'options.threads', 1);
+    const concurrent =
+      optionalBoolean(opts.concurrent, 'options.concurrent') ?? defaultConcurrent(this.model1, threads);
     this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
       layers1: layerList(this.model1, opts.model1Layers, 'options.model1Layers'),
       layers2: layerList(this.model2, opts.model2Layers, 'options.model2Layers'),
       label1: this.model1Name,
       label2: this.model2Name,
       ...(precision ? { precision } : {}),
+      ...(threads ? { threads } : {}),
+      concurrent,
     });
     if (this.model1Name === this.model2Name) {
       this.warnOnce({
@@ -174,11 +222,19 @@ export class CKA {
 
     this.running = true;
     const summary: CompareSummary = { batches: 0, samples: 0, skipped: 0, stoppedEarly: null };
+    const fetch = (): Promise<[IteratorResult<Batch>, IteratorResult<Batch> | undefined]> => {
+      // Async, so that a source that throws synchronously rejects instead.
+      const next = (async () => Promise.all([first.next(), second?.next()]))();
+      next.catch(() => undefined); // handled where it is awaited
+      return next;
+    };
     let step = 0;
+    let running: Promise<unknown> | undefined;
     try {
+      let upcoming = fetch();
       for (;;) {
         if (signal?.aborted) throw abortError(signal);
-        const [a, b] = await Promise.all([first.next(), second?.next()]);
+        const [a, b] = await upcoming;
         if (a.done || (b !== undefined && b.done)) {
           if (b !== undefined && a.done !== b.done) {
             summary.stoppedEarly = a.done ? 'data1' : 'data2';
@@ -193,7 +249,13 @@ export class CKA {
         }
         const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
         const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
-        const result = await this.native.step(inputs1, inputs2);
+        // step() copies the inputs before it returns, so the sources may
+        // prepare the next batch (and reuse their buffers) while it runs.
+        const stepping = this.native.step(inputs1, inputs2);
+        running = stepping;
+        upcoming = fetch();
+        const result = await stepping;
+        running = undefined;
         for (const message of result.warnings) {
           this.warnOnce({
             code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT',
@@ -210,7 +272,8 @@ export class CKA {
         onProgress?.({ batches: summary.batches, samples: summary.samples, skipped: summary.skipped });
       }
     } catch (error) {
-      await Promise.allSettled([first.return?.(), second?.return?.()]);
+      // A batch still running finishes (adding to the sums or not) before this rejects.
+      await Promise.allSettled([running, first.return?.(), second?.return?.()]);
       throw error;
     } finally {
       this.running = false;
@@ -236,6 +299,16 @@ export class CKA {
       samples: result.samples,
       batches: result.batches,
     };
+  }
+
+  /**
+   * What the comparison holds and did: bytes of the float64 sums and of the
+   * last batch's Gram matrices and block copies, forward passes run, Grams
+   * reused from an identical tensor (a container's output is its last
+   * child's), and the threads and concurrency of the last batch.
+   */
+  stats(): CKAStats {
+    return this.native.stats();
   }
 
   private warnOnce(warning: CkaWarning): void {

@@ -2,6 +2,7 @@ export { CKA } from './cka';
 export type {
   CKAOptions,
   CKAResult,
+  CKAStats,
   CompareOptions,
   CompareProgress,
   CompareSummary,

@@ -4,7 +4,10 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <thread>
+
 #include "addon_data.h"
+#include "blas.h"
 #include "cka_wrap.h"
 #include "js_errors.h"
 #include "model_wrap.h"
@@ -20,6 +23,9 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
     out.Set("cudaAvailable", torch::cuda::is_available());
     out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
     out.Set("threads", at::get_num_threads());
+    out.Set("interopThreads", at::get_num_interop_threads());
+    out.Set("cores", static_cast<double>(std::thread::hardware_concurrency()));
+    out.Set("blas", blas_description());
     return out;
   });
 }

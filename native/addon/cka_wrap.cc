@@ -27,7 +27,7 @@ Napi::Array numbers_to_js(Napi::Env env, const std::vector<double>& values) {
 Napi::Function NativeCka::Init(Napi::Env env) {
   return DefineClass(env, "NativeCka",
                      {InstanceMethod<&NativeCka::Step>("step"), InstanceMethod<&NativeCka::Result>("result"),
-                      InstanceAccessor<&NativeCka::Busy>("busy")});
+                      InstanceMethod<&NativeCka::Stats>("stats"), InstanceAccessor<&NativeCka::Busy>("busy")});
 }
 
 NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCka>(info) {
@@ -49,6 +49,18 @@ NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCk
       throw make_error(
           env, {codes::kInvalidArg, "Expected precision to be 'float64' or 'float32' but received '" + precision + "'",
                 ErrorKind::RangeError});
+    }
+    Napi::Value threads = options.Get("threads");
+    if (!threads.IsUndefined()) {
+      if (!threads.IsNumber() || threads.As<Napi::Number>().Int32Value() < 1) {
+        throw make_error(env, {codes::kInvalidArg, "Expected threads to be a positive integer", ErrorKind::RangeError});
+      }
+      config.threads = threads.As<Napi::Number>().Int32Value();
+    }
+    Napi::Value concurrent = options.Get("concurrent");
+    if (!concurrent.IsUndefined()) {
+      if (!concurrent.IsBoolean()) throw type_error(env, "Expected concurrent to be a boolean");
+      config.concurrent = concurrent.As<Napi::Boolean>().Value();
     }
     engine_ = std::make_shared<CkaEngine>(std::move(model1), std::move(model2), std::move(config));
   });
@@ -118,6 +130,22 @@ Napi::Value NativeCka::Result(const Napi::CallbackInfo& info) {
     out.Set("batches", static_cast<double>(result.batches));
     out.Set("skipped", static_cast<double>(result.skipped));
     out.Set("warnings", strings_to_js(env, result.warnings));
+    return out;
+  });
+}
+
+Napi::Value NativeCka::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const EngineStats stats = engine_->stats();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("accumulatorBytes", static_cast<double>(stats.accumulator_bytes));
+    out.Set("gramBytes", static_cast<double>(stats.gram_bytes));
+    out.Set("blockBytes", static_cast<double>(stats.block_bytes));
+    out.Set("forwards", static_cast<double>(stats.forwards));
+    out.Set("reusedGrams", static_cast<double>(stats.reused_grams));
+    out.Set("threads", stats.threads);
+    out.Set("concurrent", stats.concurrent);
     return out;
   });
 }

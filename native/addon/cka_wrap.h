@@ -20,6 +20,7 @@ class NativeCka : public Napi::ObjectWrap<NativeCka> {
   Napi::Value Step(const Napi::CallbackInfo& info);
   // result(): { rows1, rows2, cka, self1, self2, samples, batches, skipped, warnings }
   Napi::Value Result(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 

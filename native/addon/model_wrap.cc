@@ -1,6 +1,9 @@
 #include "model_wrap.h"
 
+#include <ATen/Parallel.h>
+
 #include "addon_data.h"
+#include "blas.h"
 #include "convert.h"
 #include "js_errors.h"
 #include "workers.h"
@@ -11,8 +14,9 @@ Napi::Function NativeModel::Init(Napi::Env env) {
   return DefineClass(
       env, "NativeModel",
       {InstanceMethod<&NativeModel::Layers>("layers"), InstanceMethod<&NativeModel::Extract>("extract"),
-       InstanceMethod<&NativeModel::Dispose>("dispose"), InstanceAccessor<&NativeModel::Path>("path"),
-       InstanceAccessor<&NativeModel::Device>("device"), InstanceAccessor<&NativeModel::Disposed>("disposed")});
+       InstanceMethod<&NativeModel::ForwardOnly>("forwardOnly"), InstanceMethod<&NativeModel::Dispose>("dispose"),
+       InstanceAccessor<&NativeModel::Path>("path"), InstanceAccessor<&NativeModel::Device>("device"),
+       InstanceAccessor<&NativeModel::Disposed>("disposed")});
 }
 
 NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
@@ -37,12 +41,13 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
-      throw type_error(env, "Expected loadModel(path: string, device: string)");
+      throw type_error(env, "Expected loadModel(path: string, device: string, instrument?: boolean)");
     }
     std::string path = info[0].As<Napi::String>().Utf8Value();
     std::string device = info[1].As<Napi::String>().Utf8Value();
+    const bool instrument = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
     return PromiseWorker<std::shared_ptr<Model>>::Start(
-        env, [path, device] { return Model::load(path, device); },
+        env, [path, device, instrument] { return Model::load(path, device, instrument); },
         [](Napi::Env env, std::shared_ptr<Model>& model) -> Napi::Value {
           auto external = Napi::External<std::shared_ptr<Model>>::New(env, &model);
           return AddonData::Get(env).model_constructor.New({external});
@@ -101,6 +106,26 @@ Napi::Value NativeModel::Extract(const Napi::CallbackInfo& info) {
           }
           return out;
         });
+  });
+}
+
+Napi::Value NativeModel::ForwardOnly(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    std::shared_ptr<Model> model = Live(env);
+    std::vector<at::Tensor> inputs = inputs_from_js(info[0], "the batch");
+    const int threads = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    return PromiseWorker<bool>::Start(
+        env,
+        [model, inputs, threads] {
+          if (threads > 0) {
+            at::set_num_threads(threads);
+            set_blas_threads(threads);
+          }
+          model->forward_only(inputs, "the batch passed to forwardOnly()");
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
   });
 }
 

@@ -12,7 +12,7 @@ namespace tcka::addon {
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Init(Napi::Env env);
-  // loadModel(path, device): Promise<NativeModel>
+  // loadModel(path, device, instrument = true): Promise<NativeModel>
   static Napi::Value Load(const Napi::CallbackInfo& info);
   // The core model behind a JS value, or a TypeError naming `what`.
   static std::shared_ptr<Model> From(const Napi::Value& value, const std::string& what);
@@ -23,6 +23,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  private:
   Napi::Value Layers(const Napi::CallbackInfo& info);
   Napi::Value Extract(const Napi::CallbackInfo& info);
+  // forwardOnly(batch, threads?): Promise<void>, the benchmark's floor.
+  Napi::Value ForwardOnly(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Path(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);

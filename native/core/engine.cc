@@ -1,7 +1,15 @@
 #include "engine.h"
 
-#include <cmath>
+#include <ATen/Parallel.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <cmath>
+#include <exception>
+#include <optional>
+#include <thread>
+
+#include "blas.h"
 #include "errors.h"
 
 namespace tcka {
@@ -28,19 +36,20 @@ CkaEngine::CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
   sides_[1].selection = resolve_layers(sides_[1].model->layers(), config_.layers2, sides_[1].label);
 }
 
-GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
-                              const std::string& batch, std::vector<Row>* planned,
-                              std::vector<std::string>* warnings) const {
+std::unique_ptr<GramCollector> CkaEngine::collector_for(const Side& side, int64_t n) const {
   const Model& model = *side.model;
   if (!side.rows.empty()) {
-    GramCollector collector(model.layers(), side.selection, side.rows, n, config_.gram_dtype, model.device());
-    model.forward(inputs, collector, batch);
-    collector.check(side.label, batch);
-    return collector.take(side.rows);
+    return std::make_unique<GramCollector>(model.layers(), side.selection, side.rows, n, config_.gram_dtype,
+                                           model.device());
   }
-  GramCollector collector(model.layers(), side.selection, n, config_.gram_dtype, model.device());
-  model.forward(inputs, collector, batch);
+  return std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device());
+}
+
+GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, const std::string& batch,
+                                 std::vector<Row>* planned, std::vector<std::string>* warnings) const {
+  const Model& model = *side.model;
   collector.check(side.label, batch);
+  if (!side.rows.empty()) return collector.take(side.rows);
   std::vector<int64_t> calls = collector.calls();
   for (const auto& item : collector.unusable()) calls[static_cast<size_t>(item.first)] = 0;
   std::vector<int64_t> dropped;
@@ -53,6 +62,48 @@ GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& i
   }
   return collector.take(*planned);
 }
+
+GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
+                              const std::string& batch, std::vector<Row>* planned, std::vector<std::string>* warnings) {
+  std::unique_ptr<GramCollector> collector = collector_for(side, n);
+  side.model->forward(inputs, *collector, batch);
+  ++forwards_;
+  reused_ += collector->reused();
+  return finish_side(side, *collector, batch, planned, warnings);
+}
+
+namespace {
+
+// Hands every tap to two receivers: one forward pass for both sides.
+class FanOut : public TapReceiver {
+ public:
+  FanOut(TapReceiver& a, TapReceiver& b) : a_(a), b_(b) {}
+  void on_tap(int64_t layer, const c10::IValue& output) noexcept override {
+    a_.on_tap(layer, output);
+    b_.on_tap(layer, output);
+  }
+
+ private:
+  TapReceiver& a_;
+  TapReceiver& b_;
+};
+
+// Sets libtorch's intra-op threads (an OpenMP setting of the calling thread)
+// and the BLAS's own pool.
+void use_threads(int threads) {
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+  set_blas_threads(threads);
+}
+
+bool same_selection(const LayerSelection& a, const LayerSelection& b) {
+  if (a.all_layers != b.all_layers || a.entries.size() != b.entries.size()) return false;
+  for (size_t i = 0; i < a.entries.size(); ++i) {
+    if (a.entries[i].layer != b.entries[i].layer || a.entries[i].call != b.entries[i].call) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
   const int64_t index = steps_++;
@@ -78,11 +129,77 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     return outcome;
   }
 
+  const int threads = config_.threads > 0 ? config_.threads : at::get_num_threads();
+  use_threads(threads);
   std::vector<Row> planned1, planned2;
-  GramBatch k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
-  GramBatch l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.warnings);
+  GramBatch k, l;
+  bool shared = false, concurrent = false;
+  if (sides_[0].model == sides_[1].model && inputs2 == nullptr) {
+    // The same model on the same data: one forward pass feeds both sides,
+    // and one set of Grams does when both pick the same layers.
+    std::unique_ptr<GramCollector> c1 = collector_for(sides_[0], n);
+    if (same_selection(sides_[0].selection, sides_[1].selection) && sides_[0].rows.size() == sides_[1].rows.size()) {
+      sides_[0].model->forward(inputs1, *c1, batch);
+      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
+      l = k;
+      planned2 = planned1;
+      shared = true;
+    } else {
+      std::unique_ptr<GramCollector> c2 = collector_for(sides_[1], n);
+      FanOut both(*c1, *c2);
+      sides_[0].model->forward(inputs1, both, batch);
+      reused_ += c2->reused();
+      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
+      l = finish_side(sides_[1], *c2, batch, &planned2, &outcome.warnings);
+    }
+    ++forwards_;
+    reused_ += c1->reused();
+  } else if (config_.concurrent) {
+    // Model 2 on a second thread (and its own CUDA stream) while model 1 runs here.
+    concurrent = true;
+    std::exception_ptr failed2;
+    std::vector<std::string> warnings2;
+    const std::vector<at::Tensor>& data2 = inputs2 != nullptr ? *inputs2 : inputs1;
+    std::thread second([&] {
+      try {
+        use_threads(threads);
+        const c10::Device device = sides_[1].model->device();
+        std::optional<c10::StreamGuard> stream;
+        if (!device.is_cpu()) {
+          stream.emplace(c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device));
+        }
+        l = run_side(sides_[1], data2, n, batch, &planned2, &warnings2);
+        if (stream) stream->current_stream().synchronize();
+      } catch (...) {
+        failed2 = std::current_exception();
+      }
+    });
+    std::exception_ptr failed1;
+    try {
+      k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+    } catch (...) {
+      failed1 = std::current_exception();
+    }
+    second.join();
+    if (failed1) std::rethrow_exception(failed1);
+    if (failed2) std::rethrow_exception(failed2);
+    outcome.warnings.insert(outcome.warnings.end(), warnings2.begin(), warnings2.end());
+  } else {
+    k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+    l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.warnings);
+  }
   const std::vector<Row>& rows1 = sides_[0].rows.empty() ? planned1 : sides_[0].rows;
   const std::vector<Row>& rows2 = sides_[1].rows.empty() ? planned2 : sides_[1].rows;
+  {
+    const auto size = [](const GramBatch& g) { return g.grams.numel() * g.grams.element_size(); };
+    const int64_t m = static_cast<int64_t>(rows1.size()), p = static_cast<int64_t>(rows2.size());
+    last_.gram_bytes = shared ? size(k) : size(k) + size(l);
+    last_.block_bytes = std::min<int64_t>(HsicAccumulator::kBlockBudget,
+                                          (m + p) * n * n * static_cast<int64_t>(at::elementSize(config_.pair_dtype)));
+    last_.accumulator_bytes = (m * p + m + p) * 8;
+    last_.threads = threads;
+    last_.concurrent = concurrent;
+  }
 
   std::unique_ptr<HsicAccumulator> fresh;
   HsicAccumulator* sums = sums_.get();
@@ -120,6 +237,13 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   ++batches_;
   samples_ += n;
   return outcome;
+}
+
+EngineStats CkaEngine::stats() const {
+  EngineStats out = last_;
+  out.forwards = forwards_;
+  out.reused_grams = reused_;
+  return out;
 }
 
 CkaResult CkaEngine::result() const {

@@ -1,6 +1,7 @@
 // A running minibatch-CKA comparison between the layers of two models.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,22 @@ struct CkaConfig {
   std::string label1, label2;                 // model names for messages
   at::ScalarType gram_dtype = at::kFloat;
   at::ScalarType pair_dtype = at::kDouble;
+  // Intra-op threads (libtorch's and the BLAS's) for each model's work; 0:
+  // libtorch's current setting.
+  int threads = 0;
+  // Run model 1 and model 2 at once, on two threads (CUDA: two streams).
+  bool concurrent = false;
+};
+
+// What a comparison holds and did, for benchmarks.
+struct EngineStats {
+  int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8
+  int64_t gram_bytes = 0;         // the last step's Gram buffers: (m + p) x n² x element size (once if shared)
+  int64_t block_bytes = 0;        // the last step's pair-dtype block copies, at most
+  int64_t forwards = 0;           // forward passes run
+  int64_t reused_grams = 0;       // Grams copied from an identical tensor instead of computed
+  int threads = 0;                // intra-op threads per model in the last step
+  bool concurrent = false;        // the last step ran both models at once
 };
 
 struct StepOutcome {
@@ -46,6 +63,7 @@ class CkaEngine {
   CkaResult result() const;
 
   int64_t steps() const { return steps_; }
+  EngineStats stats() const;
 
  private:
   struct Side {
@@ -55,13 +73,19 @@ class CkaEngine {
     std::string label;
   };
 
+  std::unique_ptr<GramCollector> collector_for(const Side& side, int64_t n) const;
+  // After forward: the side's Grams, planning its rows on the first batch.
+  GramBatch finish_side(const Side& side, GramCollector& collector, const std::string& batch, std::vector<Row>* planned,
+                        std::vector<std::string>* warnings) const;
   GramBatch run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n, const std::string& batch,
-                     std::vector<Row>* planned, std::vector<std::string>* warnings) const;
+                     std::vector<Row>* planned, std::vector<std::string>* warnings);
 
   Side sides_[2];
   CkaConfig config_;
   std::unique_ptr<HsicAccumulator> sums_;
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;
+  std::atomic<int64_t> forwards_{0}, reused_{0};
+  EngineStats last_;
 };
 
 }  // namespace tcka

@@ -1,7 +1,9 @@
 #include "gram.h"
 
+#include <algorithm>
 #include <sstream>
 
+#include "blas.h"
 #include "errors.h"
 
 namespace tcka {
@@ -17,12 +19,26 @@ std::string shape_string(const at::Tensor& t) {
 
 }  // namespace
 
-void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats) {
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats,
+                    at::Tensor* workspace) {
   at::Tensor x = feature.reshape({n, -1});
   if (x.scalar_type() != dtype) x = x.to(dtype);
+  at::Tensor centred;
+  if (workspace != nullptr) {
+    // One scratch buffer for every layer of a pass: a fresh n x d buffer per
+    // layer costs a round of page faults each time for the large ones.
+    const int64_t size = x.numel();
+    if (!workspace->defined() || workspace->numel() < size || workspace->scalar_type() != dtype ||
+        workspace->device() != x.device()) {
+      *workspace = at::empty({size}, x.options());
+    }
+    centred = workspace->narrow(0, 0, size).view(x.sizes());
+  } else {
+    centred = at::empty_like(x, at::MemoryFormat::Contiguous);
+  }
   at::Tensor mean = x.mean(0, /*keepdim=*/true);
-  at::Tensor centred = x - mean;
-  at::mm_out(gram, centred, centred.t());
+  at::sub_out(centred, x, mean);
+  gram_product(centred, gram);
   stats.select(0, 0).copy_(gram.diagonal().sum());
   stats.select(0, 1).copy_(mean.square().sum() * static_cast<double>(n));
 }
@@ -63,6 +79,47 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
   const int64_t count = static_cast<int64_t>(rows.size());
   buffer_.grams = at::empty({count, n, n}, options);
   buffer_.stats = at::empty({count, 2}, options);
+}
+
+int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
+  c10::TensorImpl* impl = feature.unsafeGetTensorImpl();
+  for (const Reduced& r : reduced_) {
+    auto alive = r.impl.lock();
+    if (alive.get() != impl) continue;
+    if (r.version == static_cast<int64_t>(feature._version()) && r.offset == feature.storage_offset() &&
+        r.dtype == feature.scalar_type() && r.sizes == feature.sizes().vec() && r.strides == feature.strides().vec()) {
+      return r.slot;
+    }
+  }
+  return -1;
+}
+
+void GramCollector::remember(const at::Tensor& feature, int64_t slot) {
+  if (feature.is_inference()) return;  // no version counter: in-place changes could not be seen
+  reduced_.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(feature.getIntrusivePtr()),
+                      static_cast<int64_t>(feature._version()), feature.storage_offset(), feature.sizes().vec(),
+                      feature.strides().vec(), feature.scalar_type(), slot});
+}
+
+int64_t GramCollector::next_slot() {
+  const int64_t capacity = buffer_.grams.defined() ? buffer_.grams.size(0) : 0;
+  if (slots_used_ == capacity) {
+    // First: one slot per call that the traced methods announce for each
+    // wanted layer; then double. Growing copies, so it should be rare.
+    int64_t want = 0;
+    for (size_t i = 0; i < wanted_.size(); ++i) {
+      if (wanted_[i]) want += std::max<int64_t>(1, layers_[i].forward_methods);
+    }
+    const int64_t grown = std::max<int64_t>(capacity == 0 ? want : 2 * capacity, slots_used_ + 1);
+    const auto options = at::TensorOptions().dtype(dtype_).device(device_);
+    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown, 2}, options), {}};
+    if (capacity > 0) {
+      bigger.grams.narrow(0, 0, capacity).copy_(buffer_.grams);
+      bigger.stats.narrow(0, 0, capacity).copy_(buffer_.stats);
+    }
+    buffer_ = std::move(bigger);
+  }
+  return slots_used_++;
 }
 
 void GramCollector::fail(const std::string& code, int64_t layer, const std::string& message) noexcept {
@@ -110,13 +167,27 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
       auto found = row_of_.find({layer, call});
       if (found == row_of_.end()) return;  // a call not chosen (e.g. only "relu#2" was asked for)
       const int64_t row = found->second;
-      reduce_to_gram(feature, n_, dtype_, buffer_.grams[row], buffer_.stats[row]);
+      const int64_t same = reduced_before(feature);
+      if (same >= 0) {
+        buffer_.grams[row].copy_(buffer_.grams[same]);
+        buffer_.stats[row].copy_(buffer_.stats[same]);
+        ++reused_;
+      } else {
+        reduce_to_gram(feature, n_, dtype_, buffer_.grams[row], buffer_.stats[row], &workspace_);
+        remember(feature, row);
+      }
       filled_[static_cast<size_t>(row)] = true;
     } else {
-      const auto options = at::TensorOptions().dtype(dtype_).device(device_);
-      GramBatch one{at::empty({n_, n_}, options), at::empty({2}, options)};
-      reduce_to_gram(feature, n_, dtype_, one.grams, one.stats);
-      discovered_[{layer, call}] = std::move(one);
+      const int64_t same = reduced_before(feature);
+      if (same >= 0) {
+        discovered_[{layer, call}] = same;  // two rows, one slot
+        ++reused_;
+        return;
+      }
+      const int64_t slot = next_slot();
+      reduce_to_gram(feature, n_, dtype_, buffer_.grams[slot], buffer_.stats[slot], &workspace_);
+      remember(feature, slot);
+      discovered_[{layer, call}] = slot;
     }
   } catch (const c10::Error& e) {
     fail(codes::kInternal, layer, shorten_message(e.what_without_backtrace()));
@@ -143,14 +214,11 @@ void GramCollector::check(const std::string& model_label, const std::string& bat
 
 GramBatch GramCollector::take(const std::vector<Row>& rows) {
   if (planned_) return std::move(buffer_);
-  std::vector<at::Tensor> grams, stats;
-  for (const auto& row : rows) {  // rows never include set-aside layers
-    GramBatch& one = discovered_.at({row.layer, row.call});
-    grams.push_back(one.grams);
-    stats.push_back(one.stats);
-  }
+  GramBatch out{buffer_.grams.narrow(0, 0, slots_used_), buffer_.stats.narrow(0, 0, slots_used_), {}};
+  for (const auto& row : rows) out.rows.push_back(discovered_.at({row.layer, row.call}));  // never set-aside layers
+  buffer_ = GramBatch();
   discovered_.clear();
-  return {at::stack(grams), at::stack(stats)};
+  return out;
 }
 
 }  // namespace tcka

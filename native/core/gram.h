@@ -15,16 +15,23 @@
 
 namespace tcka {
 
-// Grams of one model on one batch: `grams` (rows, n, n) and `stats`
-// (rows, 2) holding, per row, tr(K) = ||Xc||² and n·||mean||², from which
+// Grams of one model on one batch: `grams` (slots, n, n) and `stats`
+// (slots, 2) holding, per slot, tr(K) = ||Xc||² and n·||mean||², from which
 // ||X||² = tr(K) + n·||mean||² tells a constant layer from a varying one.
+// Row r of the comparison is slot `rows[r]` (slot r when `rows` is empty):
+// the first batch fills slots in call order, and two rows with the same
+// tensor share a slot.
 struct GramBatch {
   at::Tensor grams;
   at::Tensor stats;
+  std::vector<int64_t> rows;
 };
 
-// Writes the reduction of `feature` (first dimension n) into gram (n, n) and stats (2).
-void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats);
+// Writes the reduction of `feature` (first dimension n) into gram (n, n) and
+// stats (2). `workspace`, when given, is a scratch buffer reused (and grown)
+// for the centred copy.
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats,
+                    at::Tensor* workspace = nullptr);
 
 class GramCollector : public TapReceiver {
  public:
@@ -43,16 +50,27 @@ class GramCollector : public TapReceiver {
   void check(const std::string& model_label, const std::string& batch_label) const;
 
   const std::vector<int64_t>& calls() const { return calls_; }
+  // Taps whose Gram was copied from an identical tensor reduced earlier.
+  int64_t reused() const { return reused_; }
 
   // Discovery over layers picked by default: layers whose output cannot be
   // compared (no tensor, no batch dimension) are set aside with the reason
   // instead of failing the batch.
   const std::map<int64_t, std::string>& unusable() const { return unusable_; }
 
-  // The Grams of `rows` in order (discovery), or the planned buffer.
+  // The buffer, with `rows` mapped to their slots (discovery) or in order (planned).
   GramBatch take(const std::vector<Row>& rows);
 
  private:
+  // The slot of a tensor already reduced in this forward pass (a Sequential
+  // returns its last child's output; a ResNet block its last ReLU's), or -1.
+  // The same live TensorImpl with the same version counter, offset, sizes and
+  // strides holds the same values.
+  int64_t reduced_before(const at::Tensor& feature) const;
+  void remember(const at::Tensor& feature, int64_t slot);
+  // Discovery: the next free slot of the buffer, growing it when full.
+  int64_t next_slot();
+
   void fail(const std::string& code, int64_t layer, const std::string& message) noexcept;
   // fail(), or in lenient discovery set the layer aside.
   void reject(const std::string& code, int64_t layer, const std::string& message) noexcept;
@@ -70,8 +88,21 @@ class GramCollector : public TapReceiver {
   std::vector<bool> filled_;
   std::vector<Row> rows_;
   GramBatch buffer_;
-  std::map<std::pair<int64_t, int64_t>, GramBatch> discovered_;
+  std::map<std::pair<int64_t, int64_t>, int64_t> discovered_;  // (layer, call) -> slot
+  int64_t slots_used_ = 0;
   std::map<int64_t, std::string> unusable_;
+  struct Reduced {
+    // Weak: the feature's storage is freed as usual, but its TensorImpl's
+    // address is not reused while this entry lives.
+    c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> impl;
+    int64_t version, offset;
+    std::vector<int64_t> sizes, strides;
+    at::ScalarType dtype;
+    int64_t slot;
+  };
+  std::vector<Reduced> reduced_;
+  at::Tensor workspace_;  // centred copies, one layer at a time
+  int64_t reused_ = 0;
   std::string error_code_, error_message_;
   int64_t error_layer_ = -1;
 };

@@ -1,38 +1,31 @@
 #include "hsic.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 namespace tcka {
 namespace {
 
-struct Prepared {
-  at::Tensor flat;    // (r, n²) zero-diagonal Grams in the pair dtype
-  at::Tensor rowsum;  // (r, n) K̃1
-  at::Tensor total;   // (r) 1ᵀK̃1
-  at::Tensor mask;    // (r) 1 where the layer varies over the batch, else 0
-};
+// Rows per block of the Gram matrices: small enough that a block of all
+// m + p Grams in the pair dtype stays within `budget` bytes, and about n/16
+// so that the blocks above the diagonal are most of the work.
+int64_t block_rows(int64_t grams, int64_t n, int64_t element_bytes, int64_t budget) {
+  const int64_t by_memory = budget / std::max<int64_t>(1, grams * n * element_bytes);
+  return std::max<int64_t>(1, std::min({by_memory, (n + 15) / 16, n}));
+}
 
-Prepared prepare(GramBatch batch, int64_t n, at::ScalarType pair_dtype) {
-  const int64_t rows = batch.grams.size(0);
-  // Rounding alone leaves ||Xc|| of a constant feature near eps·||X||; a layer
-  // below 64 eps carries no signal in this precision.
+// 1 where the layer varies over the batch, else 0. Rounding alone leaves
+// ||Xc|| of a constant feature near eps·||X||; a layer below 64 eps carries
+// no signal in this precision.
+at::Tensor varies_mask(const GramBatch& batch, at::ScalarType pair_dtype) {
   const double eps = batch.grams.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
                                                               : std::numeric_limits<float>::epsilon();
   const double tolerance = (64.0 * eps) * (64.0 * eps);
   at::Tensor stats = batch.stats.to(at::kDouble);
   at::Tensor trace = stats.select(1, 0);
   at::Tensor norm = trace + stats.select(1, 1);
-  at::Tensor varies = at::logical_and(trace > norm * tolerance, norm > 0);
-
-  batch.grams.diagonal(0, 1, 2).zero_();
-  Prepared out;
-  out.flat = batch.grams.reshape({rows, n * n}).to(pair_dtype);
-  batch.grams = at::Tensor();  // free the original when a copy was made
-  out.rowsum = out.flat.view({rows, n, n}).sum(2);
-  out.total = out.rowsum.sum(1);
-  out.mask = varies.to(pair_dtype);
-  return out;
+  return at::logical_and(trace > norm * tolerance, norm > 0).to(pair_dtype);
 }
 
 }  // namespace
@@ -48,26 +41,78 @@ HsicAccumulator::HsicAccumulator(int64_t m, int64_t p, c10::Device device, at::S
 BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
   if (k.grams.device() != device_) k = {k.grams.to(device_), k.stats.to(device_)};
   if (l.grams.device() != device_) l = {l.grams.to(device_), l.stats.to(device_)};
-  const Prepared a = prepare(std::move(k), n, pair_dtype_);
-  const Prepared b = prepare(std::move(l), n, pair_dtype_);
+  const at::Tensor mask_a = varies_mask(k, pair_dtype_);
+  const at::Tensor mask_b = varies_mask(l, pair_dtype_);
+  // K̃: the Grams with a zero diagonal.
+  k.grams.diagonal(0, 1, 2).zero_();
+  l.grams.diagonal(0, 1, 2).zero_();
+
+  // The Grams are symmetric, so tr(K̃L̃) = Σᵢⱼ K̃ᵢⱼL̃ᵢⱼ needs only the blocks on
+  // and above the diagonal: for rows I = [i0, i1), the diagonal block counts
+  // once and the block right of it, columns [i1, n), twice. Each block of all
+  // Grams is copied into the pair dtype once, so the float64 copies never
+  // exceed the block budget. The same blocks give the row sums K̃1 (rows I
+  // from the block's rows, columns [i1, n) from its columns) and ||K̃||².
+  const int64_t m = k.grams.size(0), p = l.grams.size(0);
+  const auto options = at::TensorOptions().dtype(pair_dtype_).device(device_);
+  at::Tensor trace = at::zeros({m, p}, options);
+  at::Tensor rows_a = at::zeros({m, n}, options), rows_b = at::zeros({p, n}, options);
+  at::Tensor square_a = at::zeros({m}, options), square_b = at::zeros({p}, options);
+  const int64_t b = block_rows(m + p, n, at::elementSize(pair_dtype_), kBlockBudget);
+  for (int64_t i0 = 0; i0 < n; i0 += b) {
+    const int64_t i1 = std::min(n, i0 + b), rows = i1 - i0;
+    // Rows [i0, i1), columns [c0, c1) of every Gram, as a contiguous copy in the pair dtype.
+    auto block = [&](const at::Tensor& grams, int64_t c0, int64_t c1) {
+      return grams.slice(1, i0, i1).slice(2, c0, c1).to(pair_dtype_).contiguous();
+    };
+    auto add_block = [&](const at::Tensor& ga, const at::Tensor& gb, int64_t c0, int64_t c1, double weight) {
+      const at::Tensor da = block(ga, c0, c1), db = block(gb, c0, c1);
+      const int64_t cols = da.size(2);
+      trace.addmm_(da.view({m, rows * cols}), db.view({p, rows * cols}).t(), 1.0, weight);
+      square_a.add_(da.square().sum({1, 2}), weight);
+      square_b.add_(db.square().sum({1, 2}), weight);
+      rows_a.slice(1, i0, i1).add_(da.sum(2));
+      rows_b.slice(1, i0, i1).add_(db.sum(2));
+      if (c0 != i0) {  // by symmetry, the block's column sums are the row sums of rows [i1, n)
+        rows_a.slice(1, i1, n).add_(da.sum(1));
+        rows_b.slice(1, i1, n).add_(db.sum(1));
+      }
+    };
+    add_block(k.grams, l.grams, i0, i1, 1.0);
+    if (i1 < n) add_block(k.grams, l.grams, i1, n, 2.0);
+  }
+  // Rows that share a slot, or slots no row uses (the first batch records
+  // every call of a layer), are sorted out on the small results.
+  const auto index = [&](const std::vector<int64_t>& rows) {
+    return at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
+  };
+  const bool pick_a = !k.rows.empty(), pick_b = !l.rows.empty();
+  const at::Tensor rows_k = pick_a ? index(k.rows) : at::Tensor(), rows_l = pick_b ? index(l.rows) : at::Tensor();
+  k = GramBatch();  // the Grams are no longer needed
+  l = GramBatch();
 
   const double nd = static_cast<double>(n);
   const double c_total = 1.0 / ((nd - 1.0) * (nd - 2.0));
   const double c_rows = 2.0 / (nd - 2.0);
   const double c_norm = 1.0 / (nd * (nd - 3.0));
+  const at::Tensor total_a = rows_a.sum(1), total_b = rows_b.sum(1);
 
-  // tr(K̃ₐL̃_b) = <vec K̃ₐ, vec L̃_b> for symmetric Grams.
-  at::Tensor trace = at::mm(a.flat, b.flat.t());
-  at::Tensor rows = at::mm(a.rowsum, b.rowsum.t());
-  at::Tensor xy = (trace + at::outer(a.total, b.total) * c_total - rows * c_rows) * c_norm;
-  xy = xy * at::outer(a.mask, b.mask);
-
-  auto self = [&](const Prepared& s) {
-    at::Tensor tr = at::linalg_vector_norm(s.flat, 2, {1}, false, c10::nullopt).square();
-    at::Tensor rs = s.rowsum.square().sum(1);
-    return (tr + s.total.square() * c_total - rs * c_rows) * c_norm * s.mask;
+  at::Tensor xy = (trace + at::outer(total_a, total_b) * c_total - at::mm(rows_a, rows_b.t()) * c_rows) * c_norm;
+  xy = xy * at::outer(mask_a, mask_b);
+  auto self = [&](const at::Tensor& square, const at::Tensor& row_sums, const at::Tensor& total,
+                  const at::Tensor& mask) {
+    return (square + total.square() * c_total - row_sums.square().sum(1) * c_rows) * c_norm * mask;
   };
-  return {xy.to(at::kDouble), self(a).to(at::kDouble), self(b).to(at::kDouble)};
+  at::Tensor xx = self(square_a, rows_a, total_a, mask_a), yy = self(square_b, rows_b, total_b, mask_b);
+  if (pick_a) {
+    xy = xy.index_select(0, rows_k);
+    xx = xx.index_select(0, rows_k);
+  }
+  if (pick_b) {
+    xy = xy.index_select(1, rows_l);
+    yy = yy.index_select(0, rows_l);
+  }
+  return {xy.to(at::kDouble).contiguous(), xx.to(at::kDouble), yy.to(at::kDouble)};
 }
 
 void HsicAccumulator::add(const BatchHsic& batch) {

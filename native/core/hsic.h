@@ -4,8 +4,9 @@
 //   HSIC1(K, L) = [ tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n-1)(n-2)) - 2/(n-2)·1ᵀK̃L̃1 ] / (n(n-3))
 //
 // where K̃ is K with a zero diagonal. For m Grams of model 1 and p of model 2,
-// every trace is one (m x n²)·(n² x p) product and every 1ᵀK̃L̃1 one
-// (m x n)·(n x p) product of row sums. Sums are kept in float64.
+// the traces are (m x n²)·(n² x p) products over the blocks on and above the
+// diagonal (the Grams are symmetric), and every 1ᵀK̃L̃1 one (m x n)·(n x p)
+// product of row sums. Sums are kept in float64.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,6 +23,9 @@ struct BatchHsic {
 
 class HsicAccumulator {
  public:
+  // Bytes of pair-dtype copies of Gram blocks alive at once in compute().
+  static constexpr int64_t kBlockBudget = 32LL << 20;
+
   // `pair_dtype`: the precision of the pair products (kDouble by default;
   // kFloat trades accuracy for speed on large m·p·n²).
   HsicAccumulator(int64_t m, int64_t p, c10::Device device, at::ScalarType pair_dtype);

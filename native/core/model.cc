@@ -81,7 +81,7 @@ Model::Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::M
   for (const auto& tensor : module_->buffers()) parameter_bytes_ += tensor.numel() * tensor.element_size();
 }
 
-std::shared_ptr<Model> Model::load(const std::string& path, const std::string& device_spec) {
+std::shared_ptr<Model> Model::load(const std::string& path, const std::string& device_spec, bool instrument) {
   const c10::Device device = parse_device(device_spec);
   if (!file_exists(path)) {
     throw CkaError(codes::kModelNotFound, "Model file '" + path + "' does not exist or cannot be read");
@@ -96,7 +96,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const std::string& d
                                           shorten_message(e.what_without_backtrace(), 4));
   }
   module->eval();
-  std::vector<LayerInfo> layers = install_taps(*module);
+  std::vector<LayerInfo> layers = instrument ? install_taps(*module) : std::vector<LayerInfo>();
   return std::shared_ptr<Model>(new Model(path, device, std::move(module), std::move(layers)));
 }
 
@@ -122,13 +122,34 @@ LayerSelection Model::select(const std::vector<std::string>& names) const {
 
 void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const {
   std::shared_ptr<torch::jit::Module> module = module_or_throw();
-  c10::InferenceMode inference;
+  // No grad, but not inference mode: tensors keep their version counters, so
+  // the Gram of a tensor reduced earlier in the pass can be reused unless an
+  // in-place op changed it since.
+  at::NoGradGuard no_grad;
   std::vector<c10::IValue> args;
   args.reserve(inputs.size());
   for (const auto& input : inputs) args.emplace_back(input.to(device_));
   TapScope scope(&receiver);
+  run(*module, std::move(args), what);
+}
+
+void Model::forward_only(const std::vector<at::Tensor>& inputs, const std::string& what) const {
+  std::shared_ptr<torch::jit::Module> module = module_or_throw();
+  c10::InferenceMode inference;
+  std::vector<c10::IValue> args;
+  args.reserve(inputs.size());
+  for (const auto& input : inputs) args.emplace_back(input.to(device_));
+  TapScope scope(nullptr);
+  c10::IValue out = run(*module, std::move(args), what);
+  if (device_.is_cuda()) {
+    at::Tensor first = first_tensor(out);
+    if (first.defined()) first.sum().item();  // waits for the device
+  }
+}
+
+c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what) const {
   try {
-    module->forward(std::move(args));
+    return module.forward(std::move(args));
   } catch (const c10::Error& e) {
     throw CkaError(codes::kForwardFailed,
                    "Model " + label_ + " failed on " + what + ": " + interpreter_error(e.what_without_backtrace()));

@@ -18,7 +18,9 @@ class Model {
  public:
   // Throws CkaError: ERR_MODEL_NOT_FOUND, ERR_MODEL_LOAD, ERR_INVALID_DEVICE,
   // ERR_DEVICE_UNAVAILABLE.
-  static std::shared_ptr<Model> load(const std::string& path, const std::string& device);
+  // `instrument` false loads the model as it is, without taps: the
+  // benchmark's forward-pass floor.
+  static std::shared_ptr<Model> load(const std::string& path, const std::string& device, bool instrument = true);
 
   const std::string& path() const { return path_; }
   const c10::Device& device() const { return device_; }
@@ -36,6 +38,10 @@ class Model {
   // Throws ERR_DISPOSED, ERR_FORWARD_FAILED.
   void forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const;
 
+  // Runs forward alone, in inference mode, with no receiver installed: what a
+  // plain `with torch.inference_mode(): model(x)` costs. Waits for the device.
+  void forward_only(const std::vector<at::Tensor>& inputs, const std::string& what) const;
+
   // Features of the selected layers for one batch, on the CPU, in selection
   // order with repeated calls expanded (name, name#2, ...).
   std::vector<std::pair<std::string, at::Tensor>> extract(const std::vector<at::Tensor>& inputs,
@@ -48,6 +54,8 @@ class Model {
   Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::Module> module,
         std::vector<LayerInfo> layers);
   std::shared_ptr<torch::jit::Module> module_or_throw() const;
+  // forward() with libtorch's errors turned into ERR_FORWARD_FAILED.
+  c10::IValue run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what) const;
 
   std::string path_;
   std::string label_;  // 'base name', for messages

@@ -111,6 +111,7 @@ std::vector<LayerInfo> install_taps(torch::jit::Module& module) {
     LayerInfo info;
     info.name = item.name;
     info.type = cls->name() ? cls->name()->name() : cls->str();
+    for (torch::jit::Function* method : cls->methods()) info.forward_methods += is_forward_name(method->name()) ? 1 : 0;
     torch::jit::Function* forward = cls->findMethod("forward");
     if (torch::jit::GraphFunction* fn = forward ? torch::jit::tryToGraphFunction(*forward) : nullptr) {
       info.callable = true;

@@ -34,11 +34,12 @@ class TapScope {
 };
 
 struct LayerInfo {
-  std::string name;         // dotted path, e.g. "layer1.0.conv1"
-  std::string type;         // class name, e.g. "Conv2d"
-  bool callable = false;    // has a forward method (ModuleList/ModuleDict do not)
-  bool has_tensor = false;  // its output type can hold a tensor
-  std::string output_type;  // TorchScript type of forward's output, e.g. "Tensor"
+  std::string name;             // dotted path, e.g. "layer1.0.conv1"
+  std::string type;             // class name, e.g. "Conv2d"
+  bool callable = false;        // has a forward method (ModuleList/ModuleDict do not)
+  bool has_tensor = false;      // its output type can hold a tensor
+  std::string output_type;      // TorchScript type of forward's output, e.g. "Tensor"
+  int64_t forward_methods = 0;  // forward, forward1, ...: calls per pass of a traced module (a hint)
 };
 
 // Registers the operator (once per process) and instruments every non-root

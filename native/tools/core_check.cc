@@ -4,12 +4,13 @@
 //   tcka-core-check selftest [--device cuda]
 //   tcka-core-check compare M1.pt M2.pt --shape 3,32,32 [--batch 32] [--batches 4]
 //       [--device cpu|cuda] [--check-device cpu] [--layers1 a,b] [--layers2 c,d]
-//       [--threads N] [--repeat 3] [--json out.json]
+//       [--threads N] [--concurrent 0|1] [--repeat 3] [--check-batches 2] [--json out.json]
 //
 // selftest compares the all-pairs HSIC against plain float64 loops of
-// eq. 3; compare times the bare forward passes (the floor) against a whole
-// CKA run on the same inputs and, with --check-device, compares the matrix
-// with one computed on another device.
+// eq. 3; compare times the bare forward passes of the models as they are (the
+// floor: no taps, inference mode, one after the other) against a whole CKA run
+// on the same inputs, and with --check-device compares the matrix with one
+// computed on another device over the first --check-batches batches.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -21,7 +22,9 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <thread>
 
+#include "blas.h"
 #include "device.h"
 #include "engine.h"
 #include "errors.h"
@@ -125,10 +128,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-struct NoTaps : TapReceiver {
-  void on_tap(int64_t, const c10::IValue&) noexcept override {}
-};
-
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
@@ -138,7 +137,9 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   const int64_t batch = opt.count("batch") ? std::stoll(opt["batch"]) : 32;
   const int64_t batches = opt.count("batches") ? std::stoll(opt["batches"]) : 4;
   const int repeat = opt.count("repeat") ? std::stoi(opt["repeat"]) : 3;
-  if (opt.count("threads")) at::set_num_threads(std::stoi(opt["threads"]));
+  const int threads = opt.count("threads") ? std::stoi(opt["threads"]) : at::get_num_threads();
+  at::set_num_threads(threads);
+  set_blas_threads(threads);
   std::vector<int64_t> shape = {batch};
   for (const auto& s : split(opt.count("shape") ? opt["shape"] : "3,32,32", ',')) shape.push_back(std::stoll(s));
 
@@ -146,69 +147,96 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   std::vector<at::Tensor> inputs;
   for (int64_t b = 0; b < batches; ++b) inputs.push_back(torch::randn(shape));
 
-  auto run = [&](const std::string& dev, bool timed, std::vector<double>* floor_s, std::vector<double>* cka_s) {
-    auto m1 = Model::load(files[0], dev);
-    auto m2 = files[1] == files[0] ? Model::load(files[0], dev) : Model::load(files[1], dev);
-    CkaConfig config;
-    if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
-    if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
-    const c10::Device d = m1->device();
-    std::vector<at::Tensor> on_device;
-    for (const auto& x : inputs) on_device.push_back(x.to(d));
-    NoTaps none;
-    CkaResult result;
-    for (int r = 0; r < (timed ? repeat + 1 : 1); ++r) {  // run 0 warms up and is not counted
-      auto t0 = std::chrono::steady_clock::now();
-      for (const auto& x : on_device) {
-        m1->forward({x}, none, "floor");
-        m2->forward({x}, none, "floor");
-      }
-      synchronize(d);
-      const double floor = seconds_since(t0);
-      CkaEngine engine(m1, m2, config);
-      t0 = std::chrono::steady_clock::now();
-      for (const auto& x : on_device) engine.step({x}, nullptr);
-      result = engine.result();
-      const double cka = seconds_since(t0);
-      if (r > 0) {
-        floor_s->push_back(floor);
-        cka_s->push_back(cka);
-      }
+  CkaConfig config;
+  if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
+  if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
+  config.threads = threads;
+  const bool gpu = device != "cpu";
+  config.concurrent = opt.count("concurrent")
+                          ? opt["concurrent"] == "1"
+                          : gpu || std::thread::hardware_concurrency() >= 2u * static_cast<unsigned>(threads);
+
+  auto load_pair = [&](const std::string& dev, bool instrument) {
+    auto m1 = Model::load(files[0], dev, instrument);
+    auto m2 = Model::load(files[1], dev, instrument);
+    return std::make_pair(m1, m2);
+  };
+  // The floor runs the models as they are (no taps), in inference mode, one after the other.
+  auto plain = load_pair(device, false);
+  auto tapped = load_pair(device, true);
+  const c10::Device d = tapped.first->device();
+  std::vector<at::Tensor> on_device;
+  for (const auto& x : inputs) on_device.push_back(x.to(d));
+
+  auto floor_once = [&] {
+    auto t0 = std::chrono::steady_clock::now();
+    for (const auto& x : on_device) {
+      plain.first->forward_only({x}, "floor");
+      plain.second->forward_only({x}, "floor");
     }
-    return result;
+    synchronize(d);
+    return seconds_since(t0);
+  };
+  auto compare_once = [&](const std::vector<at::Tensor>& data, std::shared_ptr<Model> m1, std::shared_ptr<Model> m2,
+                          CkaResult* out) {
+    CkaEngine engine(std::move(m1), std::move(m2), config);
+    auto t0 = std::chrono::steady_clock::now();
+    for (const auto& x : data) engine.step({x}, nullptr);
+    *out = engine.result();  // reads the sums back: waits for the device
+    return seconds_since(t0);
   };
 
-  std::vector<double> floor_s, cka_s;
-  CkaResult result = run(device, true, &floor_s, &cka_s);
-  const Timing f = summarize(floor_s), c = summarize(cka_s);
-  std::printf("models: %s vs %s, device %s, threads %d, %lld batches of %lld, layers %zu x %zu\n", files[0].c_str(),
-              files[1].c_str(), device.c_str(), at::get_num_threads(), static_cast<long long>(batches),
-              static_cast<long long>(batch), result.rows1.size(), result.rows2.size());
+  std::vector<double> floor_s, cka_s, ratio;
+  CkaResult result;
+  floor_once();  // warm-up runs, not counted
+  compare_once(on_device, tapped.first, tapped.second, &result);
+  for (int r = 0; r < repeat; ++r) {
+    const double f = floor_once();
+    const double c = compare_once(on_device, tapped.first, tapped.second, &result);
+    floor_s.push_back(f);
+    cka_s.push_back(c);
+    ratio.push_back(c / f);
+  }
+  const Timing f = summarize(floor_s), c = summarize(cka_s), q = summarize(ratio);
+  std::printf("models: %s vs %s, device %s, threads %d, %s, BLAS %s, %lld batches of %lld, layers %zu x %zu\n",
+              files[0].c_str(), files[1].c_str(), device.c_str(), threads,
+              config.concurrent ? "both models at once" : "models in turn", blas_description().c_str(),
+              static_cast<long long>(batches), static_cast<long long>(batch), result.rows1.size(), result.rows2.size());
   std::printf("floor   (forward only) median %.4f s (min %.4f, max %.4f) over %d runs after 1 warm-up\n", f.median,
               f.min, f.max, repeat);
   std::printf("compare (CKA)          median %.4f s (min %.4f, max %.4f)\n", c.median, c.min, c.max);
-  std::printf("ratio compare/floor    %.3f\n", c.median / f.median);
+  std::printf("ratio compare/floor    median %.3f (min %.3f, max %.3f), per run\n", q.median, q.min, q.max);
 
   double max_diff = -1;
   if (opt.count("check-device")) {
-    std::vector<double> unused1, unused2;
-    CkaResult other = run(opt["check-device"], false, &unused1, &unused2);
+    // The same batches (the first --check-batches of them) on both devices.
+    const int64_t count = std::min<int64_t>(batches, opt.count("check-batches") ? std::stoll(opt["check-batches"]) : 2);
+    const std::string other_device = opt["check-device"];
+    auto other = load_pair(other_device, true);
+    std::vector<at::Tensor> here(on_device.begin(), on_device.begin() + count), there;
+    for (const auto& x : here) there.push_back(x.to(other.first->device()));
+    CkaResult a, b;
+    compare_once(here, tapped.first, tapped.second, &a);
+    compare_once(there, other.first, other.second, &b);
     max_diff = 0;
-    for (size_t i = 0; i < result.cka.size(); ++i) {
-      if (result.cka[i].has_value() != other.cka[i].has_value()) {
+    for (size_t i = 0; i < a.cka.size(); ++i) {
+      if (a.cka[i].has_value() != b.cka[i].has_value()) {
         max_diff = INFINITY;
         break;
       }
-      if (result.cka[i]) max_diff = std::max(max_diff, std::abs(*result.cka[i] - *other.cka[i]));
+      if (a.cka[i]) max_diff = std::max(max_diff, std::abs(*a.cka[i] - *b.cka[i]));
     }
-    std::printf("max |CKA(%s) - CKA(%s)| = %.3g\n", device.c_str(), opt["check-device"].c_str(), max_diff);
+    std::printf("max |CKA(%s) - CKA(%s)| = %.3g over %lld batch(es), %zu values\n", device.c_str(),
+                other_device.c_str(), max_diff, static_cast<long long>(count), a.cka.size());
   }
   if (opt.count("json")) {
     std::ofstream out(opt["json"]);
-    out << "{\"device\":\"" << device << "\",\"threads\":" << at::get_num_threads() << ",\"batch\":" << batch
+    out << "{\"device\":\"" << device << "\",\"threads\":" << threads
+        << ",\"concurrent\":" << (config.concurrent ? "true" : "false") << ",\"batch\":" << batch
         << ",\"batches\":" << batches << ",\"layers1\":" << result.rows1.size()
         << ",\"layers2\":" << result.rows2.size() << ",\"floor_s\":" << f.median << ",\"compare_s\":" << c.median
-        << ",\"ratio\":" << c.median / f.median << ",\"max_diff\":" << max_diff << "}\n";
+        << ",\"ratio\":" << q.median << ",\"ratio_min\":" << q.min << ",\"ratio_max\":" << q.max
+        << ",\"max_diff\":" << max_diff << "}\n";
   }
   return max_diff > 1e-4 ? 1 : 0;
 }

@@ -10,6 +10,14 @@ const fixture = (name) => path.join(FIXTURES, name);
 const fixtureMeta = JSON.parse(fs.readFileSync(fixture('fixtures.json'), 'utf8'));
 const pytorchReference = JSON.parse(fs.readFileSync(fixture('reference.json'), 'utf8'));
 
+/**
+ * Relative tolerance against the float64 reference. The engine's Gram matrices
+ * are float32 (as are the features), so their entries carry rounding of order
+ * eps·sqrt(d); how a BLAS orders its sums (gemm or syrk, blocking, threads)
+ * moves results at the 1e-6 level.
+ */
+const GRAM_TOLERANCE = 1e-5;
+
 /** A seeded standard-normal generator (mulberry32 + Box-Muller). */
 function normalRng(seed) {
   let state = seed >>> 0;
@@ -132,6 +140,7 @@ function warningSink() {
 }
 
 module.exports = {
+  GRAM_TOLERANCE,
   fixture,
   fixtureMeta,
   pytorchReference,

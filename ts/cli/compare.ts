@@ -22,6 +22,10 @@ export interface CompareConfig {
   name1?: string;
   name2?: string;
   device?: string;
+  /** Threads per model; see CKAOptions.threads. */
+  threads?: number;
+  /** False runs the models in turn; see CKAOptions.concurrent. */
+  concurrent?: boolean;
   data: OpenDatasetOptions;
   out?: string;
   csv?: string;
@@ -44,6 +48,9 @@ export interface CliResults extends CKAResult {
     data2: string | null;
     date: string;
     elapsedSeconds: number;
+    /** Threads per model, and whether the models ran at once. */
+    threads: number;
+    concurrent: boolean;
   };
 }
 
@@ -91,6 +98,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       ...(config.layers2 ? { model2Layers: config.layers2 } : {}),
       dataset1Name: data1.name,
       ...(data2 ? { dataset2Name: data2.name } : {}),
+      ...(config.threads ? { threads: config.threads } : {}),
+      ...(config.concurrent === false ? { concurrent: false } : {}),
       onWarning,
     });
     say(`${describeModel(model1)}\n${describeModel(model2)}`);
@@ -113,6 +122,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     }
     const elapsedSeconds = (performance.now() - started) / 1000;
     const result = cka.export();
+    const stats = cka.stats();
     const results: CliResults = {
       ...result,
       cli: {
@@ -123,6 +133,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
         data2: data2?.path ?? null,
         date: new Date().toISOString(),
         elapsedSeconds: Math.round(elapsedSeconds * 1000) / 1000,
+        threads: stats.threads,
+        concurrent: stats.concurrent,
       },
     };
 

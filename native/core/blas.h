@@ -1,0 +1,25 @@
+// The BLAS that libtorch itself uses, found at run time: syrk for Gram
+// matrices (X·Xᵀ costs half a general product when only one triangle is
+// computed) and the BLAS's own thread count (OpenBLAS keeps a thread pool of
+// its own, apart from libtorch's OpenMP threads).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace tcka {
+
+// Writes x·xᵀ into `out` (n x n): x is (n, d), both on the CPU or both on a
+// GPU, of one floating dtype. On the CPU with a BLAS that has ?syrk, only one
+// triangle is computed and then mirrored; otherwise at::mm_out.
+void gram_product(const at::Tensor& x, at::Tensor& out);
+
+// Sets the BLAS's own thread count where it has one (OpenBLAS, MKL); false
+// when no such BLAS was found.
+bool set_blas_threads(int threads);
+
+// E.g. "openblas (syrk)" or "none found (at::mm)", for benchmarks and runtimeInfo().
+std::string blas_description();
+
+}  // namespace tcka

@@ -1,0 +1,364 @@
+#!/usr/bin/env node
+// npm run bench: compare() against the forward-pass floor.
+//
+//   node scripts/bench.js [--workloads A,B,S,C] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//
+// Each configuration runs in a child process of its own (so that peak RSS is
+// its own), which:
+//   1. loads the two models twice: as they are (the floor) and with taps (compare);
+//   2. makes the batches from a fixed seed (the same for both);
+//   3. warms up: one floor pass and one compare pass, not timed (TorchScript
+//      optimises a graph on its first runs);
+//   4. runs `runs` rounds of floor then compare, each compare a new CKA object
+//      (no results are cached between runs), and reports medians with min and max.
+// The floor is the bare forward passes of both models over the same batches,
+// one after the other, in inference mode, with the same thread count (libtorch's
+// intra-op threads and the BLAS's own pool). Ratios are paired: compare / floor
+// of the same round.
+'use strict';
+const { execFileSync, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.join(__dirname, '..');
+const MODELS = path.join(ROOT, 'bench', 'models');
+
+const WORKLOADS = {
+  A: {
+    title: 'A: ResNet18 vs ResNet34, every submodule',
+    models: ['resnet18', 'resnet34'],
+    shape: [3, 32, 32],
+    batches: 4,
+    sizes: [32, 128],
+  },
+  B: {
+    title: 'B: ResNet18 vs ResNet34, blocks only',
+    models: ['resnet18', 'resnet34'],
+    shape: [3, 32, 32],
+    batches: 4,
+    sizes: [32, 128],
+    layers: ['conv1', 'maxpool', 'layer*.?', 'avgpool', 'fc'],
+  },
+  S: {
+    title: 'S: ResNet18 vs itself on the same data (self-comparison)',
+    models: ['resnet18', 'resnet18'],
+    shape: [3, 32, 32],
+    batches: 4,
+    sizes: [32, 128],
+    same: true,
+  },
+  C: {
+    title: 'C: scaling, L tapped Linear(256) layers on each side',
+    chains: [50, 200, 500],
+    shape: [256],
+    batches: 2,
+    sizes: [64, 256, 1024],
+  },
+};
+
+function parseArgs(argv) {
+  const args = {
+    workloads: ['A', 'B', 'S', 'C'],
+    threads: null,
+    runs: 5,
+    quick: false,
+    out: path.join(ROOT, 'bench', 'results.json'),
+  };
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i];
+    const value = () => {
+      if (argv[i + 1] === undefined) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--workloads') args.workloads = value().split(',');
+    else if (a === '--threads') args.threads = value().split(',').map(Number);
+    else if (a === '--runs') args.runs = Number(value());
+    else if (a === '--quick') args.quick = true;
+    else if (a === '--out') args.out = path.resolve(value());
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write(
+        fs
+          .readFileSync(__filename, 'utf8')
+          .split('\n')
+          .slice(1, 17)
+          .join('\n')
+          .replace(/^\/\/ ?/gm, '') + '\n',
+      );
+      process.exit(0);
+    } else throw new Error(`Unknown option ${a}`);
+  }
+  return args;
+}
+
+function ensureModels() {
+  const manifest = path.join(MODELS, 'manifest.json');
+  if (fs.existsSync(manifest)) return;
+  console.log('bench: making the models (scripts/make_bench_models.py with /usr/bin/python3) ...');
+  const made = spawnSync('/usr/bin/python3', [path.join(__dirname, 'make_bench_models.py')], { stdio: 'inherit' });
+  if (made.status !== 0) {
+    throw new Error(
+      'Could not make the benchmark models: install python3-torch and python3-torchvision (apt-get), then run npm run bench again',
+    );
+  }
+}
+
+/** The configurations to run, in order. */
+function plan(args) {
+  const cores = os.availableParallelism();
+  const threadCounts =
+    args.threads ?? [1, Math.max(1, Math.floor(cores / 2)), cores].filter((t, i, all) => all.indexOf(t) === i);
+  const configs = [];
+  for (const key of args.workloads) {
+    const w = WORKLOADS[key];
+    if (!w) throw new Error(`Unknown workload ${key} (A, B, S or C)`);
+    if (key === 'C') {
+      const chains = args.quick ? [50, 200] : w.chains;
+      const sizes = args.quick ? [64, 256] : w.sizes;
+      for (const layers of chains) {
+        for (const n of sizes) {
+          configs.push({
+            workload: key,
+            title: w.title,
+            models: [`chain${layers}`, `chain${layers}`],
+            shape: w.shape,
+            batches: w.batches,
+            n,
+            threads: 1,
+            concurrent: false,
+            runs: Math.min(args.runs, 3),
+            layersPerSide: layers,
+          });
+        }
+      }
+      continue;
+    }
+    for (const n of w.sizes) {
+      for (const threads of threadCounts) {
+        // Sequential at every thread count; concurrent (two models at once) where the cores allow it.
+        const modes = w.same ? [false] : cores >= 2 * threads ? [false, true] : [false];
+        for (const concurrent of modes) {
+          configs.push({
+            workload: key,
+            title: w.title,
+            models: w.models,
+            shape: w.shape,
+            batches: w.batches,
+            n,
+            threads,
+            concurrent,
+            runs: args.runs,
+            layers: w.layers,
+            same: Boolean(w.same),
+          });
+        }
+      }
+    }
+  }
+  return configs;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const stat = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+
+/** Runs in the child: one configuration, printed as one JSON line. */
+async function child(config) {
+  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
+  const { binding } = require(path.join(ROOT, 'dist', 'binding'));
+  const native = binding();
+  const file = (name) => path.join(MODELS, `${name}.pt`);
+  const plain = [
+    await native.loadModel(file(config.models[0]), 'cpu', false),
+    await native.loadModel(file(config.models[1]), 'cpu', false),
+  ];
+  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
+  const m2 = config.same ? m1 : await loadModel(file(config.models[1]), { name: config.models[1] });
+
+  // Inputs from a fixed seed (mulberry32 + Box-Muller), the same for floor and compare.
+  let state = 12345;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+  };
+  const size = config.shape.reduce((a, b) => a * b, config.n);
+  const batches = Array.from({ length: config.batches }, () => {
+    const data = new Float32Array(size);
+    for (let i = 0; i < size; i += 1) data[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    return { data, shape: [config.n, ...config.shape] };
+  });
+
+  const floor = async () => {
+    const t = performance.now();
+    for (const batch of batches) {
+      await plain[0].forwardOnly(batch, config.threads);
+      if (!config.same) await plain[1].forwardOnly(batch, config.threads);
+    }
+    return performance.now() - t;
+  };
+  const layers = config.layers ? { model1Layers: config.layers, model2Layers: config.layers } : {};
+  let stats;
+  let rows;
+  const compare = async () => {
+    const t = performance.now();
+    const cka = new CKA(m1, m2, {
+      threads: config.threads,
+      concurrent: config.concurrent,
+      onWarning: () => {},
+      ...layers,
+    });
+    await cka.compare(batches);
+    const result = cka.export();
+    const ms = performance.now() - t;
+    stats = cka.stats();
+    rows = [result.model1Layers.length, result.model2Layers.length];
+    return ms;
+  };
+
+  // Warm-up, not timed: the floor, and the instrumented models' own inference
+  // (one pass each, recording only their last layer), so that the peak RSS
+  // from here on is what compare() adds over running the models.
+  await floor();
+  for (const model of config.same ? [m1] : [m1, m2]) {
+    const names = model.layers().map((l) => l.name);
+    await model.extract(batches[0], [names[names.length - 1]]);
+  }
+  const rssBefore = process.resourceUsage().maxRSS * 1024;
+  await compare(); // warm-up, not timed
+  const floors = [];
+  const compares = [];
+  const ratios = [];
+  for (let r = 0; r < config.runs; r += 1) {
+    const f = await floor();
+    const c = await compare();
+    floors.push(f);
+    compares.push(c);
+    ratios.push(c / f);
+  }
+  const rssAfter = process.resourceUsage().maxRSS * 1024;
+  const samples = config.n * config.batches;
+  const n = config.n;
+  return {
+    ...config,
+    rows,
+    floorMs: stat(floors),
+    compareMs: stat(compares),
+    ratio: stat(ratios),
+    samplesPerSecond: (samples / median(compares)) * 1000,
+    floorSamplesPerSecond: (samples / median(floors)) * 1000,
+    peakRssBytes: rssAfter,
+    extraPeakRssBytes: rssAfter - rssBefore,
+    boundBytes: (rows[0] + rows[1]) * n * n * 4,
+    stats,
+  };
+}
+
+const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const range = ({ median: m, min, max }, digits, unit = '') =>
+  `${m.toFixed(digits)}${unit} [${min.toFixed(digits)}-${max.toFixed(digits)}]`;
+
+function table(results) {
+  const header = [
+    'workload',
+    'rows',
+    'batch',
+    'threads',
+    'models',
+    'floor ms',
+    'compare ms',
+    'compare/floor',
+    'samples/s',
+    'extra peak RSS',
+    'Grams',
+    'sums',
+    '(m+p)n²4',
+  ];
+  const lines = [header];
+  for (const r of results) {
+    lines.push([
+      r.workload,
+      `${r.rows[0]}x${r.rows[1]}`,
+      String(r.n),
+      String(r.threads),
+      r.same ? 'one pass' : r.concurrent ? 'at once' : 'in turn',
+      range(r.floorMs, 0),
+      range(r.compareMs, 0),
+      range(r.ratio, 3),
+      r.samplesPerSecond.toFixed(0),
+      mb(r.extraPeakRssBytes),
+      mb(r.stats.gramBytes),
+      mb(r.stats.accumulatorBytes),
+      mb(r.boundBytes),
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  return lines
+    .map((l) =>
+      l
+        .map((c, i) => c.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+async function main() {
+  if (process.argv[2] === '--child') {
+    const result = await child(JSON.parse(process.argv[3]));
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const args = parseArgs(process.argv.slice(2));
+  ensureModels();
+  const { runtimeInfo } = require(path.join(ROOT, 'dist'));
+  const info = runtimeInfo();
+  const configs = plan(args);
+  console.log(
+    `bench: ${configs.length} configurations, ${args.runs} timed runs each after 1 warm-up run (not timed); ` +
+      `libtorch ${info.libtorchVersion}, ${info.cores} cores, BLAS ${info.blas}, node ${process.version}`,
+  );
+  const results = [];
+  for (const config of configs) {
+    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}`;
+    process.stdout.write(`  ${label} ...`);
+    const env = {
+      ...process.env,
+      OMP_NUM_THREADS: String(config.threads),
+      OPENBLAS_NUM_THREADS: String(config.threads),
+    };
+    const out = execFileSync(process.execPath, [__filename, '--child', JSON.stringify(config)], {
+      env,
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    });
+    const result = JSON.parse(out.trim().split('\n').pop());
+    results.push(result);
+    process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
+  }
+  console.log(`\n${table(results)}\n`);
+  console.log(
+    "floor: both models' bare forward passes in turn (inference mode, same threads); ratios are per round, median [min-max].",
+  );
+  fs.mkdirSync(path.dirname(args.out), { recursive: true });
+  const report = {
+    date: new Date().toISOString(),
+    machine: { cores: info.cores, cpu: os.cpus()[0]?.model ?? 'unknown', memoryBytes: os.totalmem() },
+    runtime: info,
+    node: process.version,
+    runs: args.runs,
+    results,
+  };
+  fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`wrote ${path.relative(process.cwd(), args.out)}`);
+}
+
+main().catch((error) => {
+  console.error(`bench: ${error.stack ?? error}`);
+  process.exit(1);
+});
