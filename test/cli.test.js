@@ -103,6 +103,7 @@ describe('torch-cka CLI', function () {
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--batch-size', '1.5'], /--batch-size but received '1.5'/],
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--bogus'], /Unknown option '--bogus'/],
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--seed', '3'], /--seed needs --shuffle/],
+      [['compare', 'a.pt', 'b.pt', '--data', 'x', '--threads', '0'], /integer >= 1 for --threads but received '0'/],
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--normalize', 'weird'], /one of none, imagenet.*'weird'/],
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--layers1', 'a,,b'], /empty entry/],
       [['compare', 'a.pt', 'b.pt', '--data', 'x', '--plot', 'map.gif'], /\.svg or \.png but received 'map\.gif'/],
@@ -373,6 +374,9 @@ describe('torch-cka CLI', function () {
         '--seed',
         '3',
         '--quiet',
+        '--threads',
+        '1',
+        '--sequential',
         '--out',
         out,
       ]);
@@ -384,6 +388,8 @@ describe('torch-cka CLI', function () {
       assert.equal(json.batches, 2);
       assert.equal(json.dataset2Name, 'random.npy');
       assert.equal(json.cli.data2, npy);
+      assert.equal(json.cli.threads, 1);
+      assert.equal(json.cli.concurrent, false);
       // The same model weights' stem on the same (shuffled) data: traced and scripted differ in weights.
       assert.ok(json.cka[0][0] > 0 && json.cka[0][0] <= 1);
     });

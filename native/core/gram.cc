@@ -39,8 +39,9 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
   at::Tensor mean = x.mean(0, /*keepdim=*/true);
   at::sub_out(centred, x, mean);
   gram_product(centred, gram);
-  stats.select(0, 0).copy_(gram.diagonal().sum());
-  stats.select(0, 1).copy_(mean.square().sum() * static_cast<double>(n));
+  // Only ||mean||² here; tr(K) is taken for all Grams at once later.
+  const at::Tensor flat = mean.view({-1});
+  stats[1].copy_(at::dot(flat, flat));
 }
 
 GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n,

@@ -16,8 +16,9 @@
 namespace tcka {
 
 // Grams of one model on one batch: `grams` (slots, n, n) and `stats`
-// (slots, 2) holding, per slot, tr(K) = ||Xc||² and n·||mean||², from which
-// ||X||² = tr(K) + n·||mean||² tells a constant layer from a varying one.
+// (slots, 2) whose column 1 holds ||mean||² of each slot's feature (column 0
+// is unused), from which ||X||² = tr(K) + n·||mean||² tells a constant layer
+// from a varying one.
 // Row r of the comparison is slot `rows[r]` (slot r when `rows` is empty):
 // the first batch fills slots in call order, and two rows with the same
 // tensor share a slot.

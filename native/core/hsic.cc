@@ -18,13 +18,13 @@ int64_t block_rows(int64_t grams, int64_t n, int64_t element_bytes, int64_t budg
 // 1 where the layer varies over the batch, else 0. Rounding alone leaves
 // ||Xc|| of a constant feature near eps·||X||; a layer below 64 eps carries
 // no signal in this precision.
-at::Tensor varies_mask(const GramBatch& batch, at::ScalarType pair_dtype) {
+at::Tensor varies_mask(const GramBatch& batch, int64_t n, at::ScalarType pair_dtype) {
   const double eps = batch.grams.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
                                                               : std::numeric_limits<float>::epsilon();
   const double tolerance = (64.0 * eps) * (64.0 * eps);
-  at::Tensor stats = batch.stats.to(at::kDouble);
-  at::Tensor trace = stats.select(1, 0);
-  at::Tensor norm = trace + stats.select(1, 1);
+  // ||Xc||² = tr(K), taken here for all slots at once; ||X||² = tr(K) + n·||mean||².
+  at::Tensor trace = batch.grams.diagonal(0, 1, 2).sum(1, false, at::kDouble);
+  at::Tensor norm = trace + batch.stats.select(1, 1).to(at::kDouble) * static_cast<double>(n);
   return at::logical_and(trace > norm * tolerance, norm > 0).to(pair_dtype);
 }
 
@@ -39,10 +39,13 @@ HsicAccumulator::HsicAccumulator(int64_t m, int64_t p, c10::Device device, at::S
 }
 
 BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
-  if (k.grams.device() != device_) k = {k.grams.to(device_), k.stats.to(device_)};
-  if (l.grams.device() != device_) l = {l.grams.to(device_), l.stats.to(device_)};
-  const at::Tensor mask_a = varies_mask(k, pair_dtype_);
-  const at::Tensor mask_b = varies_mask(l, pair_dtype_);
+  for (GramBatch* g : {&k, &l}) {
+    if (g->grams.device() == device_) continue;
+    g->grams = g->grams.to(device_);
+    g->stats = g->stats.to(device_);
+  }
+  const at::Tensor mask_a = varies_mask(k, n, pair_dtype_);
+  const at::Tensor mask_b = varies_mask(l, n, pair_dtype_);
   // K̃: the Grams with a zero diagonal.
   k.grams.diagonal(0, 1, 2).zero_();
   l.grams.diagonal(0, 1, 2).zero_();
