@@ -40,12 +40,19 @@ export interface NativeCkaOptions {
 }
 
 export interface NativeStats {
+  /** Bytes of the float64 sums: (m·p + m + p) x 8. */
   accumulatorBytes: number;
+  /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
   gramBytes: number;
+  /** Bytes of float64 copies of Gram blocks alive at once in the last batch, at most. */
   blockBytes: number;
+  /** Forward passes run (one per batch for the same model on the same data). */
   forwards: number;
+  /** Gram matrices copied from an identical tensor instead of computed. */
   reusedGrams: number;
+  /** Intra-op threads per model in the last batch. */
   threads: number;
+  /** Whether the last batch ran both models at once. */
   concurrent: boolean;
 }
 

@@ -1,4 +1,4 @@
-import { binding, type NativeCka } from './binding';
+import { binding, type NativeCka, type NativeStats } from './binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
 import {
   optionalBoolean,
@@ -97,22 +97,8 @@ export interface CKAResult {
   batches: number;
 }
 
-export interface CKAStats {
-  /** Bytes of the float64 sums: (m·p + m + p) x 8. */
-  accumulatorBytes: number;
-  /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
-  gramBytes: number;
-  /** Bytes of float64 copies of Gram blocks alive at once in the last batch, at most. */
-  blockBytes: number;
-  /** Forward passes run (one per batch for the same model on the same data). */
-  forwards: number;
-  /** Gram matrices copied from an identical tensor instead of computed. */
-  reusedGrams: number;
-  /** Intra-op threads per model in the last batch. */
-  threads: number;
-  /** Whether the last batch ran both models at once. */
-  concurrent: boolean;
-}
+/** What a comparison holds and did; see {@link CKA.stats}. */
+export type CKAStats = NativeStats;
 
 export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
 
