@@ -19,7 +19,7 @@ std::string shape_string(const at::Tensor& t) {
 
 }  // namespace
 
-void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats,
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace) {
   at::Tensor x = feature.reshape({n, -1});
   if (x.scalar_type() != dtype) x = x.to(dtype);
@@ -41,7 +41,7 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
   gram_product(centred, gram);
   // Only ||mean||² here; tr(K) is taken for all Grams at once later.
   const at::Tensor flat = mean.view({-1});
-  stats[1].copy_(at::dot(flat, flat));
+  mean_norm.copy_(at::dot(flat, flat));
 }
 
 GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n,
@@ -79,7 +79,7 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   const int64_t count = static_cast<int64_t>(rows.size());
   buffer_.grams = at::empty({count, n, n}, options);
-  buffer_.stats = at::empty({count, 2}, options);
+  buffer_.mean_norms = at::empty({count}, options);
 }
 
 int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
@@ -113,10 +113,10 @@ int64_t GramCollector::next_slot() {
     }
     const int64_t grown = std::max<int64_t>(capacity == 0 ? want : 2 * capacity, slots_used_ + 1);
     const auto options = at::TensorOptions().dtype(dtype_).device(device_);
-    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown, 2}, options), {}};
+    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown}, options), {}};
     if (capacity > 0) {
       bigger.grams.narrow(0, 0, capacity).copy_(buffer_.grams);
-      bigger.stats.narrow(0, 0, capacity).copy_(buffer_.stats);
+      bigger.mean_norms.narrow(0, 0, capacity).copy_(buffer_.mean_norms);
     }
     buffer_ = std::move(bigger);
   }
@@ -171,10 +171,10 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
       const int64_t same = reduced_before(feature);
       if (same >= 0) {
         buffer_.grams[row].copy_(buffer_.grams[same]);
-        buffer_.stats[row].copy_(buffer_.stats[same]);
+        buffer_.mean_norms[row].copy_(buffer_.mean_norms[same]);
         ++reused_;
       } else {
-        reduce_to_gram(feature, n_, dtype_, buffer_.grams[row], buffer_.stats[row], &workspace_);
+        reduce_to_gram(feature, n_, dtype_, buffer_.grams[row], buffer_.mean_norms[row], &workspace_);
         remember(feature, row);
       }
       filled_[static_cast<size_t>(row)] = true;
@@ -186,7 +186,7 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
         return;
       }
       const int64_t slot = next_slot();
-      reduce_to_gram(feature, n_, dtype_, buffer_.grams[slot], buffer_.stats[slot], &workspace_);
+      reduce_to_gram(feature, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
       remember(feature, slot);
       discovered_[{layer, call}] = slot;
     }
@@ -215,7 +215,7 @@ void GramCollector::check(const std::string& model_label, const std::string& bat
 
 GramBatch GramCollector::take(const std::vector<Row>& rows) {
   if (planned_) return std::move(buffer_);
-  GramBatch out{buffer_.grams.narrow(0, 0, slots_used_), buffer_.stats.narrow(0, 0, slots_used_), {}};
+  GramBatch out{buffer_.grams.narrow(0, 0, slots_used_), buffer_.mean_norms.narrow(0, 0, slots_used_), {}};
   for (const auto& row : rows) out.rows.push_back(discovered_.at({row.layer, row.call}));  // never set-aside layers
   buffer_ = GramBatch();
   discovered_.clear();

@@ -15,23 +15,22 @@
 
 namespace tcka {
 
-// Grams of one model on one batch: `grams` (slots, n, n) and `stats`
-// (slots, 2) whose column 1 holds ||mean||² of each slot's feature (column 0
-// is unused), from which ||X||² = tr(K) + n·||mean||² tells a constant layer
-// from a varying one.
+// Grams of one model on one batch: `grams` (slots, n, n) and `mean_norms`
+// (slots), the ||mean||² of each slot's feature, from which
+// ||X||² = tr(K) + n·||mean||² tells a constant layer from a varying one.
 // Row r of the comparison is slot `rows[r]` (slot r when `rows` is empty):
 // the first batch fills slots in call order, and two rows with the same
 // tensor share a slot.
 struct GramBatch {
   at::Tensor grams;
-  at::Tensor stats;
+  at::Tensor mean_norms;
   std::vector<int64_t> rows;
 };
 
 // Writes the reduction of `feature` (first dimension n) into gram (n, n) and
-// stats (2). `workspace`, when given, is a scratch buffer reused (and grown)
+// mean_norm (a scalar tensor). `workspace`, when given, is a scratch buffer reused (and grown)
 // for the centred copy.
-void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor stats,
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace = nullptr);
 
 class GramCollector : public TapReceiver {

@@ -24,7 +24,7 @@ at::Tensor varies_mask(const GramBatch& batch, int64_t n, at::ScalarType pair_dt
   const double tolerance = (64.0 * eps) * (64.0 * eps);
   // ||Xc||² = tr(K), taken here for all slots at once; ||X||² = tr(K) + n·||mean||².
   at::Tensor trace = batch.grams.diagonal(0, 1, 2).sum(1, false, at::kDouble);
-  at::Tensor norm = trace + batch.stats.select(1, 1).to(at::kDouble) * static_cast<double>(n);
+  at::Tensor norm = trace + batch.mean_norms.to(at::kDouble) * static_cast<double>(n);
   return at::logical_and(trace > norm * tolerance, norm > 0).to(pair_dtype);
 }
 
@@ -42,7 +42,7 @@ BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
   for (GramBatch* g : {&k, &l}) {
     if (g->grams.device() == device_) continue;
     g->grams = g->grams.to(device_);
-    g->stats = g->stats.to(device_);
+    g->mean_norms = g->mean_norms.to(device_);
   }
   const at::Tensor mask_a = varies_mask(k, n, pair_dtype_);
   const at::Tensor mask_b = varies_mask(l, n, pair_dtype_);

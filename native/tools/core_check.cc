@@ -81,9 +81,9 @@ int selftest(const c10::Device& device) {
   std::vector<at::Tensor> ys = {xs[0].matmul(q) * 3.0, torch::randn({n, 5}), xs[2] * -2.0 + 5.0};
   auto batch = [&](const std::vector<at::Tensor>& feats) {
     GramBatch b{at::empty({static_cast<int64_t>(feats.size()), n, n}, at::TensorOptions().device(device)),
-                at::empty({static_cast<int64_t>(feats.size()), 2}, at::TensorOptions().device(device))};
+                at::empty({static_cast<int64_t>(feats.size())}, at::TensorOptions().device(device))};
     for (size_t i = 0; i < feats.size(); ++i) {
-      reduce_to_gram(feats[i].to(device), n, at::kFloat, b.grams[i], b.stats[i]);
+      reduce_to_gram(feats[i].to(device), n, at::kFloat, b.grams[i], b.mean_norms[i]);
     }
     return b;
   };
