@@ -11,6 +11,7 @@
         "native/core/hsic.cc",
         "native/core/layer_select.cc",
         "native/core/model.cc",
+        "native/core/model_file.cc",
         "native/core/taps.cc",
         "native/addon/addon.cc",
         "native/addon/cka_wrap.cc",
@@ -23,7 +24,7 @@
         "native/core",
         "<!@(node scripts/find-libtorch.js --include)"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++14"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "<!@(node scripts/find-libtorch.js --cflags)"],

@@ -213,7 +213,7 @@ describe('CKA data handling', () => {
     const cka = new CKA(m1, m2, sink);
     const progress = [];
     const summary = await cka.compare(stream(), undefined, { onProgress: (p) => progress.push(p) });
-    assert.deepEqual(summary, { batches: 2, samples: 12, skipped: 1, stoppedEarly: null });
+    assert.deepEqual(summary, { batches: 2, samples: 12, skipped: 1, position: 3, stoppedEarly: null, resumed: 0 });
     assert.equal(progress.length, 3);
     assert.deepEqual(
       sink.warnings.map((w) => w.code),

@@ -10,7 +10,7 @@ const sharp = require('sharp');
 
 const { CKA, loadModel } = require('..');
 const { Progress } = require('../dist/cli/progress');
-const { fixture, fixtureMeta, randomBatches, referenceCka, maxRelativeError } = require('./helpers');
+const { fixture, fixtureMeta, randomBatches, referenceCka, maxRelativeError, writeNpy } = require('./helpers');
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 const ROOT = path.join(__dirname, '..');
@@ -25,20 +25,6 @@ function run(args, options = {}) {
       (error, stdout, stderr) => resolve({ status: error ? error.code : 0, stdout, stderr }),
     );
   });
-}
-
-/** Writes a float32 C-order .npy file (format 1.0), independently of the package's reader. */
-function writeNpy(file, data, shape) {
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
-  const prefix = Buffer.alloc(10);
-  Buffer.from([0x93]).copy(prefix, 0);
-  prefix.write('NUMPY', 1, 'latin1');
-  prefix[6] = 1;
-  prefix[7] = 0;
-  prefix.writeUInt16LE(header.length, 8);
-  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(data.buffer)]));
 }
 
 const errorLine = (stderr) => {
@@ -186,6 +172,36 @@ describe('torch-cka CLI', function () {
       ]);
       assert.equal(status, 1);
       assert.match(errorLine(stderr), /\[ERR_FORWARD_FAILED\]$/);
+    });
+
+    it('NaN in the data stops with ERR_NON_FINITE, or is skipped with --skip-non-finite', async () => {
+      const values = new Float32Array(24 * 3 * 8 * 8).map((_, i) => Math.sin(i));
+      values[9 * 192 + 5] = Number.NaN; // sample 9: in batch 1 at --batch-size 8
+      const nan = path.join(dir, 'nan.npy');
+      writeNpy(nan, values, [24, 3, 8, 8]);
+      const args = [
+        'compare',
+        fixture('convnet_traced.pt'),
+        fixture('convnet_scripted.pt'),
+        '--data',
+        nan,
+        '--batch-size',
+        '8',
+      ];
+      const stopped = await run([...args, '--quiet']);
+      assert.equal(stopped.status, 1);
+      assert.match(errorLine(stopped.stderr), /layer 'stem' of model 'convnet_traced' on batch 1.*\[ERR_NON_FINITE\]$/);
+      const out = path.join(dir, 'skipped.json');
+      const skipped = await run([...args, '--skip-non-finite', '--out', out]);
+      assert.equal(skipped.status, 0, skipped.stderr);
+      assert.match(skipped.stderr, /warning: Skipped batch 1: non-finite values .*\(TORCH_CKA_SKIPPED_BATCH\)/);
+      assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).batches, 2);
+    });
+
+    it('--checkpoint-every without --checkpoint is a usage error', async () => {
+      const { status, stderr } = await run(['compare', 'a.pt', 'b.pt', '--data', 'x.npy', '--checkpoint-every', '5']);
+      assert.equal(status, 2);
+      assert.match(errorLine(stderr), /--checkpoint-every needs --checkpoint FILE.*\[ERR_USAGE\]$/);
     });
 
     it('--device cuda without CUDA exits 1 with ERR_DEVICE_UNAVAILABLE', async function () {
@@ -452,12 +468,12 @@ describe('torch-cka CLI', function () {
       assert.deepEqual(JSON.parse(stdout), convnet.layers);
     });
 
-    it('a file that is not TorchScript exits 1 with ERR_MODEL_LOAD', async () => {
+    it('a file that is not TorchScript exits 1 with ERR_MODEL_FORMAT', async () => {
       const junk = path.join(dir, 'junk.pt');
       fs.writeFileSync(junk, 'not a zip');
       const { status, stderr } = await run(['layers', junk]);
       assert.equal(status, 1);
-      assert.match(errorLine(stderr), /junk\.pt.*\[ERR_MODEL_LOAD\]$/);
+      assert.match(errorLine(stderr), /junk\.pt' is not a zip archive.*\[ERR_MODEL_FORMAT\]$/);
       assert.equal(stderr.trim().split('\n').length, 1);
     });
   });

@@ -320,6 +320,45 @@ describe('data: .npy', () => {
       });
     });
 
+    // Found by scripts/fuzz.js: a header length read from the file was
+    // allocated before it was checked (up to 4 GiB for a 2.0 header).
+    it('a header length past the end of the file is ERR_DATA_TRUNCATED, before anything that size is allocated', async () => {
+      const whole = fs.readFileSync(npy('v2.npy'));
+      const bad = Buffer.from(whole);
+      bad.writeUInt32LE(0xffffffff, 8);
+      const file = tmpFile('long-header.npy', bad);
+      // The reader's own allocations, through the global it calls.
+      const Real = globalThis.Uint8Array;
+      let biggest = 0;
+      globalThis.Uint8Array = new Proxy(Real, {
+        construct(target, args, newTarget) {
+          if (typeof args[0] === 'number') biggest = Math.max(biggest, args[0]);
+          return Reflect.construct(target, args, newTarget);
+        },
+      });
+      try {
+        await assert.rejects(readNpy(file), {
+          code: 'ERR_DATA_TRUNCATED',
+          message: /long-header\.npy ends inside its \.npy header: it promises 4294967295 header bytes but has 356/,
+        });
+      } finally {
+        globalThis.Uint8Array = Real;
+      }
+      assert.ok(biggest > 0 && biggest < 65536, `the reader allocated ${biggest} bytes`);
+    });
+
+    // Found by scripts/fuzz.js: shape (10**12, 0) made a pass of 10**12 empty batches out of no data.
+    it('a sample dimension of 0 is ERR_DATA_FORMAT', async () => {
+      const header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 0, 3), }";
+      const text = header + ' '.repeat(64 - ((10 + header.length + 1) % 64)) + '\n';
+      const prefix = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 0, 0]);
+      prefix.writeUInt16LE(text.length, 8);
+      await assert.rejects(readNpy(tmpFile('empty-samples.npy', Buffer.concat([prefix, Buffer.from(text)]))), {
+        code: 'ERR_DATA_FORMAT',
+        message: /non-zero sample dimensions in .*empty-samples\.npy but found the shape \(1000000000000, 0, 3\)/,
+      });
+    });
+
     it('bad options are ERR_INVALID_ARG', async () => {
       const file = npy('values_float32.npy');
       const cases = [
@@ -731,6 +770,24 @@ describe('data: IDX (MNIST)', () => {
       });
     });
 
+    // Found by scripts/fuzz.js: the gzip trailer holds the size mod 2^32, so a
+    // header promising 2^32 bytes more than the data passed the check, and a
+    // pass then allocated a 1 GiB batch.
+    it('a gzipped header that promises 4 GiB more than the data is ERR_DATA_TRUNCATED when opened', async () => {
+      // 16 + 4 x 1073741827 = 2^32 + 28: the same as the 28 bytes there are, mod 2^32.
+      const data = mnistBytes(1, 4, 3);
+      const header = Buffer.from(data.subarray(0, 16));
+      header.writeUInt32BE(4, 4);
+      header.writeUInt32BE(1, 8);
+      header.writeUInt32BE(1073741827, 12);
+      const file = tmpFile('mnist/wraps.gz', zlib.gzipSync(Buffer.concat([header, data.subarray(16)])));
+      await assert.rejects(readIdx(file, { batchSize: 1 }), {
+        code: 'ERR_DATA_TRUNCATED',
+        message:
+          /wraps\.gz ends inside record 0: its header promises 4 records of 1073741827 bytes .* but it has 28 after gunzip/,
+      });
+    });
+
     it('a gzip file cut after it was opened fails the pass and leaves nothing open', async () => {
       const big = idxBytes(0x08, [400, 28, 28], 1, (b, at, i) => b.writeUInt8((i * 2654435761) >>> 24, at));
       const gzBig = zlib.gzipSync(big);
@@ -1041,6 +1098,280 @@ describe('data: openDataset', () => {
         message: /options\.split/,
       });
     });
+  });
+});
+
+describe('data: a file that shrinks during a pass', () => {
+  // The file is cut (fs.truncate) after the first batch was yielded; the pass
+  // goes on, must fail with ERR_DATA_TRUNCATED naming the file and the first
+  // record it cannot read, and must close what it opened.
+  async function shrinkDuringPass(file, open, cutTo, record, yielded) {
+    await leavesNothingOpen(async () => {
+      const ds = await open();
+      let batches = 0;
+      await assert.rejects(
+        (async () => {
+          for await (const batch of ds) {
+            assert.ok(batch.shape[0] > 0);
+            batches += 1;
+            if (batches === 1) await fs.promises.truncate(file, cutTo);
+          }
+        })(),
+        (error) => {
+          assert.equal(error.code, 'ERR_DATA_TRUNCATED');
+          assert.ok(error.message.includes(file), error.message);
+          const at = Number(/ends inside record (\d+)/.exec(error.message)?.[1]);
+          assert.ok(record(at), `record ${at} in: ${error.message}`);
+          return true;
+        },
+      );
+      if (yielded === undefined) assert.ok(batches >= 1);
+      else assert.equal(batches, yielded, 'the batches before the one that holds the cut');
+    });
+  }
+
+  for (const shuffle of [false, true]) {
+    const how = shuffle ? 'shuffled' : 'in file order';
+    // File order fails at the record the cut is in; a shuffled pass at whichever
+    // cut-off record its next batch reads first.
+    const inside = (cut) => (shuffle ? (r) => r >= cut && r < 10 : (r) => r === cut);
+    const before = (n) => (shuffle ? undefined : n);
+
+    it(`.npy, ${how}`, async () => {
+      // values_float32.npy: a 128-byte header, then 10 records of 24 bytes.
+      const file = tmpFile(`shrink/values-${shuffle}.npy`, fs.readFileSync(npy('values_float32.npy')));
+      const options = { batchSize: 3, shuffle, seed: 2 };
+      await shrinkDuringPass(file, () => readNpy(file, options), 128 + 24 * 5 + 7, inside(5), before(1));
+    });
+
+    it(`IDX (plain), ${how}`, async () => {
+      // 16 header bytes, then 10 records of 4 x 3 bytes.
+      const file = tmpFile(`shrink/images-${shuffle}-idx3-ubyte`, mnistBytes(10, 4, 3));
+      const options = { batchSize: 3, shuffle, seed: 3 };
+      await shrinkDuringPass(file, () => readIdx(file, options), 16 + 12 * 6 + 5, inside(6), before(2));
+    });
+
+    it(`CIFAR-10, ${how}`, async () => {
+      const file = tmpFile(`shrink/cifar-${shuffle}/data_batch_1.bin`, cifarBytes(0, 10));
+      const options = { batchSize: 2, shuffle, seed: 4 };
+      await shrinkDuringPass(file, () => readCifar10(file, options), 3073 * 4 + 100, inside(4), before(2));
+      // A folder: the second file shrinks.
+      const folder = path.join(tmp, `shrink/cifar-folder-${shuffle}`);
+      tmpFile(`shrink/cifar-folder-${shuffle}/data_batch_1.bin`, cifarBytes(0, 2));
+      const second = tmpFile(`shrink/cifar-folder-${shuffle}/data_batch_2.bin`, cifarBytes(2, 8));
+      await shrinkDuringPass(second, () => readCifar10(folder, options), 3073 * 3, inside(3), before(2));
+    });
+  }
+  it('a shuffled batch that fails in one file opens no other file after the pass closed', async () => {
+    // A batch's reads run at once. Records 3 and 4 follow each other across
+    // files b and c, so one read goes on into c (not yet opened) after reading
+    // b; meanwhile record 1 of the cut file a fails the batch. The reader used
+    // to open c after it had been closed, leaving a descriptor to the garbage
+    // collector. Big records give the race time; it is run several times.
+    const { RecordReader } = require('../dist/data/records');
+    const record = 1 << 20;
+    const files = ['a', 'b', 'c'].map((name) => tmpFile(`race/${name}.bin`, Buffer.alloc(2 * record, 1)));
+    fs.truncateSync(files[0], record + 10);
+    const layout = {
+      segments: files.map((file) => ({ file, label: file, offset: 0, count: 2 })),
+      recordBytes: record,
+      sampleShape: [record],
+      decode: (raw) => raw,
+    };
+    await leavesNothingOpen(async () => {
+      for (let i = 0; i < 10; i += 1) {
+        const reader = new RecordReader(layout, Uint32Array.from([1, 3, 4, 0, 2, 5]));
+        await assert.rejects(reader.read(0, 3), { code: 'ERR_DATA_TRUNCATED', message: /a\.bin ends inside record 1/ });
+        await reader.close();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        if (openFds() !== undefined) {
+          const left = fs.readdirSync('/proc/self/fd').filter((fd) => {
+            try {
+              return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(path.join(tmp, 'race'));
+            } catch {
+              return false;
+            }
+          });
+          assert.deepEqual(left, [], `pass ${i} left a file open`);
+        }
+      }
+    });
+  });
+});
+
+describe('data: Dataset.batches(start), a pass that resumes', () => {
+  const same = async (iterable, expected, what) => {
+    const got = [];
+    for await (const batch of iterable) got.push(batch);
+    assert.equal(got.length, expected.length, `${what}: batches`);
+    got.forEach((batch, i) => {
+      assert.deepEqual(batch.shape, expected[i].shape, `${what}: shape of batch ${i}`);
+      assert.equal(batch.dtype, expected[i].dtype, `${what}: dtype of batch ${i}`);
+      assert.deepEqual(Array.from(batch.data), Array.from(expected[i].data), `${what}: batch ${i}`);
+    });
+  };
+
+  /** Byte ranges [position, position + length) that FileHandle reads ask for while `body` runs. */
+  async function readsDuring(body) {
+    const probe = await fs.promises.open(npy('values_float32.npy'), 'r');
+    const proto = Object.getPrototypeOf(probe);
+    await probe.close();
+    const original = proto.read;
+    const reads = [];
+    proto.read = function read(buffer, offset, length, position) {
+      reads.push([position, position + length]);
+      return original.apply(this, arguments);
+    };
+    try {
+      await body();
+    } finally {
+      proto.read = original;
+    }
+    return reads;
+  }
+
+  it('yields the batches of a full pass from batch `start` on, with shuffle, limit and dropLast', async () => {
+    const file = npy('values_int64.npy');
+    const variants = [
+      { batchSize: 3 },
+      { batchSize: 3, shuffle: true, seed: 9 },
+      { batchSize: 4, limit: 7 },
+      { batchSize: 3, shuffle: true, seed: 2, limit: 8, dropLast: true },
+      { batchSize: 1 },
+    ];
+    for (const options of variants) {
+      const ds = await readNpy(file, options);
+      const full = await collect(ds);
+      assert.equal(full.length, ds.batchCount);
+      for (let start = 0; start <= ds.batchCount + 2; start += 1) {
+        await same(ds.batches(start), full.slice(start), `${JSON.stringify(options)} from ${start}`);
+      }
+    }
+  });
+
+  it('every reader: CIFAR-10 across files, IDX plain and gzipped, image folders', async () => {
+    const cifar = path.join(tmp, 'resume-cifar');
+    tmpFile('resume-cifar/data_batch_1.bin', cifarBytes(0, 5));
+    tmpFile('resume-cifar/data_batch_2.bin', cifarBytes(5, 4));
+    const idx = tmpFile('resume/images-idx3-ubyte', mnistBytes(11, 4, 3));
+    const gz = tmpFile('resume/images-idx3-ubyte.gz', zlib.gzipSync(mnistBytes(11, 4, 3)));
+    const sources = [
+      () => readCifar10(cifar, { batchSize: 2 }),
+      () => readCifar10(cifar, { batchSize: 2, shuffle: true, seed: 3 }),
+      () => readIdx(idx, { batchSize: 3 }),
+      () => readIdx(gz, { batchSize: 3 }),
+      () => readIdx(gz, { batchSize: 3, shuffle: true, seed: 1, dropLast: true }),
+      () => readImageFolder(path.join(FIXTURES, 'images'), { batchSize: 2 }),
+      () => readImageFolder(path.join(FIXTURES, 'images'), { batchSize: 4, shuffle: true, seed: 5 }),
+    ];
+    for (const open of sources) {
+      const ds = await open();
+      const full = await collect(ds);
+      await leavesNothingOpen(async () => {
+        for (let start = 0; start <= ds.batchCount + 1; start += 1) {
+          await same(ds.batches(start), full.slice(start), `${ds.name} ${ds.shuffle} from ${start}`);
+        }
+      });
+    }
+  });
+
+  it('does not read the records it skips', async () => {
+    // values_float32.npy: records of 24 bytes from byte 128 on; batches of 3.
+    const ds = await readNpy(npy('values_float32.npy'), { batchSize: 3 });
+    const reads = await readsDuring(async () => {
+      await collect(ds.batches(2));
+    });
+    assert.ok(reads.length > 0);
+    for (const [from] of reads) assert.ok(from >= 128 + 6 * 24, `a read at byte ${from}, before record 6`);
+
+    const plain = tmpFile('resume/skip-idx3-ubyte', mnistBytes(10, 4, 3));
+    const shuffled = await readIdx(plain, { batchSize: 2, shuffle: true, seed: 8 });
+    const order = (await collect(shuffled)).map((b) => Array.from(b.data));
+    const skipped = new Set();
+    // Which records the first three batches hold: each sample's first pixel names it.
+    for (const sample of order.slice(0, 3).flatMap((b) => [b.slice(0, 12), b.slice(12)])) {
+      skipped.add(
+        Array.from({ length: 10 }, (_, s) => s).find((s) => Math.abs(pixel(s * 12) / 255 - sample[0]) < 1e-7),
+      );
+    }
+    const shuffledReads = await readsDuring(async () => {
+      await collect(shuffled.batches(3));
+    });
+    for (const [from, to] of shuffledReads) {
+      for (const s of skipped) {
+        const [a, b] = [16 + 12 * s, 16 + 12 * (s + 1)];
+        assert.ok(to <= a || from >= b, `a read of bytes ${from}-${to} touches skipped record ${s}`);
+      }
+    }
+  });
+
+  it('a start at or past batchCount yields nothing and opens nothing; each iteration is a fresh pass', async () => {
+    const ds = await readNpy(npy('values_float32.npy'), { batchSize: 4 });
+    await leavesNothingOpen(async () => {
+      const reads = await readsDuring(async () => {
+        assert.deepEqual(await collect(ds.batches(3)), []);
+        assert.deepEqual(await collect(ds.batches(1000)), []);
+      });
+      assert.deepEqual(reads, []);
+    });
+    const resumed = ds.batches(1);
+    const first = await collect(resumed);
+    const second = await collect(resumed);
+    assert.equal(first.length, 2);
+    assert.deepEqual(
+      second.map((b) => Array.from(b.data)),
+      first.map((b) => Array.from(b.data)),
+    );
+  });
+
+  it('an early break or a file cut mid-pass closes everything', async () => {
+    const gz = tmpFile('resume/break-idx3-ubyte.gz', zlib.gzipSync(mnistBytes(12, 4, 3)));
+    await leavesNothingOpen(async () => {
+      for (const options of [{}, { shuffle: true }]) {
+        for (const file of [npy('values_float64.npy'), gz]) {
+          const ds = await openDataset(file, { batchSize: 2, ...options });
+          for await (const batch of ds.batches(1)) {
+            assert.equal(batch.shape[0], 2);
+            break;
+          }
+        }
+      }
+    });
+    const file = tmpFile('resume/cut.npy', fs.readFileSync(npy('values_float32.npy')));
+    const ds = await readNpy(file, { batchSize: 2 });
+    await leavesNothingOpen(async () => {
+      fs.truncateSync(file, 128 + 24 * 5);
+      await assert.rejects(collect(ds.batches(2)), {
+        code: 'ERR_DATA_TRUNCATED',
+        message: /cut\.npy ends inside record 5/,
+      });
+    });
+  });
+
+  it('a start that is not a non-negative safe integer is ERR_INVALID_ARG, when called', () => {
+    return (async () => {
+      const ds = await readNpy(npy('values_float32.npy'));
+      const cases = [
+        [-1, RangeError, /Expected a non-negative safe integer for start but received -1/],
+        [2 ** 53, RangeError, /non-negative safe integer for start but received 9007199254740992/],
+        [1.5, TypeError, /Expected a non-negative integer for start but received 1\.5/],
+        [NaN, TypeError, /received NaN/],
+        ['2', TypeError, /received "2"/],
+        [undefined, TypeError, /received undefined/],
+        [2n, TypeError, /received 2/],
+      ];
+      for (const [start, Kind, message] of cases) {
+        assert.throws(
+          () => ds.batches(start),
+          (error) => {
+            assert.ok(error instanceof Kind, `${String(start)}: ${error.name}`);
+            assert.equal(error.code, 'ERR_INVALID_ARG');
+            assert.match(error.message, message);
+            return true;
+          },
+        );
+      }
+    })();
   });
 });
 

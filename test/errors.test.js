@@ -72,6 +72,14 @@ describe('CKA errors', () => {
       assert.throws(() => new CKA(mlp, {}), { name: 'TypeError', message: /model2 to be a Model/ });
     });
 
+    it('an empty layer list is ERR_NO_LAYERS (leaving the option out means every layer)', () => {
+      assert.throws(() => new CKA(mlp, mlp2, { model2Layers: [] }), {
+        name: 'RangeError',
+        code: 'ERR_NO_LAYERS',
+        message: /options\.model2Layers is an empty list: name at least one layer of model 'mlp_traced'/,
+      });
+    });
+
     it('a disposed model is refused', async () => {
       const gone = await load('mlp_scripted.pt');
       gone.dispose();
@@ -175,7 +183,24 @@ describe('CKA errors', () => {
       const cka = new CKA(mlp, mlp2);
       await assert.rejects(cka.compare(randomBatches(6, [5], [7])), {
         code: 'ERR_FORWARD_FAILED',
-        message: /Model 'mlp_scripted' failed on batch 0: .*(mat1 and mat2|shapes cannot be multiplied)/s,
+        message:
+          /Model 'mlp_scripted' failed on batch 0, given float32 \[5, 7\].*shapes cannot be multiplied \(5x7 and 12x32\)/,
+      });
+    });
+
+    it("a batch of the wrong shape or dtype says what was given, with libtorch's error and no tracebacks", async () => {
+      await assert.rejects(
+        new CKA(conv, conv, { onWarning: () => {} }).compare([{ data: new Float32Array(6 * 64), shape: [6, 8, 8] }]),
+        {
+          code: 'ERR_FORWARD_FAILED',
+          message:
+            /^Model 'convnet_traced' failed on batch 0, given float32 \[6, 8, 8\] \(the batch's shape may not be what the model takes\): RuntimeError: Expected 4-dimensional input for 4-dimensional weight \[8, 3, 3, 3\], but got 3-dimensional input of size \[6, 8, 8\] instead$/,
+        },
+      );
+      await assert.rejects(new CKA(mlp, mlp2).compare([{ data: new Float64Array(6 * 12), shape: [6, 12] }]), {
+        code: 'ERR_FORWARD_FAILED',
+        message:
+          /^Model 'mlp_scripted' failed on batch 0, given float64 \[6, 12\] \(the batch's dtype may not be what the model takes\): RuntimeError: mat1 and mat2 must have the same dtype$/,
       });
     });
 
@@ -249,6 +274,58 @@ describe('CKA errors', () => {
       assert.equal(cka.export().batches, 4);
     });
 
+    it('an abort during a running batch drops that batch: the sums stay as before it', async () => {
+      const [c1, c2] = await Promise.all([load('convnet_traced.pt'), load('convnet_scripted.pt')]);
+      const cka = new CKA(c1, c2, { threads: 1, model1Name: 'a', model2Name: 'b' });
+      const small = randomBatches(50, [8, 8], [3, 8, 8]);
+      await cka.compare(small);
+      const before = cka.export();
+      // A batch large enough to be running in native code when the signal fires.
+      const controller = new AbortController();
+      const started = performance.now();
+      const run = cka.compare(randomBatches(51, [2048], [3, 8, 8]), undefined, { signal: controller.signal });
+      setTimeout(() => controller.abort(new Error('user pressed stop')), 100);
+      const error = await run.then(
+        () => assert.fail('compare() finished before the abort'),
+        (e) => e,
+      );
+      assert.equal(error.name, 'AbortError');
+      assert.equal(error.code, 'ABORT_ERR');
+      assert.equal(error.cause.message, 'user pressed stop');
+      assert.deepEqual(cka.export(), before);
+      // Stopped at a layer, not at the end of the batch: well under a full batch's time.
+      const full = performance.now();
+      const reference = new CKA(c1, c2, { threads: 1, model1Name: 'a', model2Name: 'b' });
+      await reference.compare(randomBatches(51, [2048], [3, 8, 8]));
+      const batchMs = performance.now() - full;
+      const abortMs = full - started;
+      assert.ok(abortMs < 100 + batchMs, `abort took ${abortMs.toFixed(0)} ms, a batch ${batchMs.toFixed(0)} ms`);
+      // Still usable, and the dropped batch can be compared again.
+      await cka.compare(randomBatches(52, [8], [3, 8, 8]));
+      assert.equal(cka.export().batches, 3);
+    });
+
+    it('skipNonFinite skips a batch with NaN in a layer, with a warning naming it, and adds nothing', async () => {
+      const sink = warningSink();
+      const cka = new CKA(mlp, mlp2, { skipNonFinite: true, onWarning: sink.onWarning });
+      const [good1, bad, good2] = randomBatches(14, [6, 6, 6], [12]);
+      bad.data[5] = Number.POSITIVE_INFINITY;
+      const summary = await cka.compare([good1, bad, good2]);
+      assert.deepEqual({ batches: summary.batches, skipped: summary.skipped }, { batches: 2, skipped: 1 });
+      const expected = new CKA(mlp, mlp2, { onWarning: () => {} });
+      await expected.compare([good1, good2]);
+      assert.deepEqual(cka.export().cka, expected.export().cka);
+      assert.ok(
+        sink.warnings.some(
+          (w) =>
+            w.code === 'TORCH_CKA_SKIPPED_BATCH' &&
+            /Skipped batch 1: non-finite values.*layer 'fc1' of model 'mlp_scripted'/.test(w.message),
+        ),
+        JSON.stringify(sink.warnings),
+      );
+      assert.throws(() => new CKA(mlp, mlp2, { skipNonFinite: 'yes' }), { code: 'ERR_INVALID_ARG' });
+    });
+
     it('warnings go to process.emitWarning by default', async () => {
       const seen = [];
       const listener = (w) => seen.push(w);
@@ -267,5 +344,42 @@ describe('CKA errors', () => {
       new CKA(mlp, mlp, sink); // eslint-disable-line no-new
       assert.equal(sink.warnings.length, 1);
     });
+  });
+});
+
+describe('the error catalogue', () => {
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const { ErrorCodes } = require('..');
+  const root = path.join(__dirname, '..');
+
+  it('docs/errors.md documents every code, and the native code uses no code the TypeScript side lacks', () => {
+    const doc = fs.readFileSync(path.join(root, 'docs', 'errors.md'), 'utf8');
+    const codes = Object.values(ErrorCodes);
+    const missing = codes.filter((code) => !doc.includes(`| \`${code}\` |`));
+    assert.deepEqual(missing, [], 'codes without a row in docs/errors.md');
+    const native = fs.readFileSync(path.join(root, 'native', 'core', 'errors.h'), 'utf8');
+    const used = [...native.matchAll(/= "((?:ERR_|ABORT_)[A-Z_]+)"/g)].map((m) => m[1]);
+    assert.ok(used.length > 20);
+    assert.deepEqual(
+      used.filter((code) => !codes.includes(code)),
+      [],
+      'native codes missing from ts/errors.ts',
+    );
+  });
+
+  it('an addon that cannot be loaded is ERR_NATIVE_LOAD with how to rebuild', () => {
+    const { execFileSync } = require('node:child_process');
+    const script = `try { require(${JSON.stringify(root)}).runtimeInfo(); console.log('{}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`;
+    const out = execFileSync(process.execPath, ['-e', script], {
+      encoding: 'utf8',
+      env: { ...process.env, TORCH_CKA_NATIVE: path.join(root, 'no-such-addon.node') },
+    });
+    const result = JSON.parse(out);
+    assert.equal(result.code, 'ERR_NATIVE_LOAD');
+    assert.match(
+      result.message,
+      /Could not load the torch-cka native addon: .*no-such-addon\.node.*npm rebuild torch-cka/s,
+    );
   });
 });

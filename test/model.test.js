@@ -40,13 +40,13 @@ describe('loadModel errors', () => {
     });
   });
 
-  it('rejects a file that is not TorchScript with ERR_MODEL_LOAD naming it', async () => {
+  it('rejects a file that is not TorchScript with ERR_MODEL_FORMAT naming it (see model-files.test.js)', async () => {
     const file = path.join(os.tmpdir(), `torch-cka-not-a-model-${process.pid}.pt`);
     fs.writeFileSync(file, 'this is not a zip archive');
     try {
       await assert.rejects(loadModel(file), {
-        code: 'ERR_MODEL_LOAD',
-        message: /not-a-model.*TorchScript.*torch\.jit\.script/s,
+        code: 'ERR_MODEL_FORMAT',
+        message: /not-a-model-\d+\.pt' is not a zip archive, as TorchScript files are/,
       });
     } finally {
       fs.unlinkSync(file);

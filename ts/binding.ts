@@ -37,6 +37,7 @@ export interface NativeCkaOptions {
   precision?: 'float64' | 'float32';
   threads?: number;
   concurrent?: boolean;
+  skipNonFinite?: boolean;
 }
 
 export interface NativeStats {
@@ -59,7 +60,25 @@ export interface NativeStats {
 export interface NativeStep {
   n: number;
   skipped: boolean;
+  /** Why a skipped batch was skipped: fewer than 4 samples, or NaN/Inf with skipNonFinite. */
+  skipReason?: 'small' | 'non_finite';
   warnings: string[];
+}
+
+/** A row: [layer index, call (1-based), name]. */
+export type NativeRow = [number, number, string];
+
+/** The sums and counts of a comparison, for checkpoints. */
+export interface NativeState {
+  rows1: NativeRow[];
+  rows2: NativeRow[];
+  xy: Float64Array;
+  xx: Float64Array;
+  yy: Float64Array;
+  steps: number;
+  batches: number;
+  samples: number;
+  skipped: number;
 }
 
 export interface NativeResult {
@@ -79,6 +98,10 @@ export interface NativeCka {
   step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
   result(): NativeResult;
   stats(): NativeStats;
+  /** The running step adds nothing and rejects with ABORT_ERR. */
+  cancel(): void;
+  state(): NativeState;
+  restore(state: NativeState): void;
 }
 
 export interface RuntimeInfo {
@@ -107,9 +130,12 @@ export function binding(): Binding {
   if (cached) return cached;
   const root = path.join(__dirname, '..');
   try {
+    // TORCH_CKA_NATIVE names another build of the addon (the sanitizer run uses it).
+    const override = process.env.TORCH_CKA_NATIVE;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const load = require('node-gyp-build') as (dir: string) => unknown;
-    cached = load(root) as Binding;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    cached = (override ? require(path.resolve(override)) : load(root)) as Binding;
   } catch (cause) {
     const error = makeError(
       Error,

@@ -1,4 +1,15 @@
 import { binding, type NativeCka, type NativeStats } from './binding';
+import {
+  assertSameIdentity,
+  type Checkpoint,
+  type CheckpointIdentity,
+  checkpointIdentity,
+  type CheckpointOptions,
+  checkpointOptions,
+  readCheckpoint,
+  writeCheckpoint,
+} from './checkpoint';
+import { Dataset } from './data/dataset';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
 import {
   optionalBoolean,
@@ -45,6 +56,12 @@ export interface CKAOptions {
    * a CPU with at least 2 x `threads` cores.
    */
   concurrent?: boolean;
+  /**
+   * A batch with NaN or Inf in a layer's output: `false` (default) fails
+   * compare() with ERR_NON_FINITE naming the layer and batch; `true` skips the
+   * batch (it adds nothing) with a TORCH_CKA_SKIPPED_BATCH warning.
+   */
+  skipNonFinite?: boolean;
   /** Receives warnings; default: `process.emitWarning`. */
   onWarning?: (warning: CkaWarning) => void;
 }
@@ -64,19 +81,35 @@ export interface CompareProgress {
   batches: number;
   /** Samples compared so far in this call. */
   samples: number;
-  /** Batches skipped so far in this call for having fewer than 4 samples. */
+  /** Batches skipped so far in this call: fewer than 4 samples, or NaN/Inf with `skipNonFinite`. */
   skipped: number;
+  /** Batches of the sources used so far, compared or skipped, counting those restored from a checkpoint. */
+  position: number;
 }
 
 export interface CompareOptions {
   onProgress?: (progress: CompareProgress) => void;
-  /** Stops before the next batch; compare() then rejects with an AbortError. */
+  /**
+   * Stops compare(), which rejects with an AbortError. A batch running when
+   * the signal fires adds nothing: the sums stay as they were after the last
+   * completed batch, and the object stays usable.
+   */
   signal?: AbortSignal;
+  /**
+   * Saves the sums to a file as the run goes, and resumes from it: if the
+   * file exists, its batches are restored and that many batches of the
+   * sources are passed over (torch-cka Datasets are not even read there).
+   * Needs a CKA object that has compared nothing yet; the file must come from
+   * the same models, layers, data and settings.
+   */
+  checkpoint?: CheckpointOptions;
 }
 
 export interface CompareSummary extends CompareProgress {
   /** Which stream ran out first when the two differ in length, else null. */
   stoppedEarly: 'data1' | 'data2' | null;
+  /** Batches restored from the checkpoint (compared in an earlier run), else 0. */
+  resumed: number;
 }
 
 /** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
@@ -102,16 +135,19 @@ export type CKAStats = NativeStats;
 
 export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
 
-function iteratorOf(data: unknown, what: string): AsyncIterator<Batch> | Iterator<Batch> {
+function iterableMethod(data: unknown, what: string): () => AsyncIterator<Batch> | Iterator<Batch> {
   if (data !== null && typeof data === 'object') {
     const source = data as Partial<AsyncIterable<Batch> & Iterable<Batch>>;
     const asyncIterator = source[Symbol.asyncIterator];
-    if (typeof asyncIterator === 'function') return asyncIterator.call(source);
+    if (typeof asyncIterator === 'function') return () => asyncIterator.call(source);
     const iterator = source[Symbol.iterator];
-    if (typeof iterator === 'function' && !ArrayBuffer.isView(source)) return iterator.call(source);
+    if (typeof iterator === 'function' && !ArrayBuffer.isView(source)) return () => iterator.call(source);
   }
   throw invalidArgType(`Expected ${what} to be an Iterable or AsyncIterable of batches but received ${describe(data)}`);
 }
+
+const iteratorOf = (data: unknown, what: string): AsyncIterator<Batch> | Iterator<Batch> =>
+  iterableMethod(data, what)();
 
 function abortError(signal: AbortSignal): Error {
   const error = makeError(Error, ErrorCodes.ABORTED, 'compare() was aborted');
@@ -122,14 +158,115 @@ function abortError(signal: AbortSignal): Error {
 
 /** A layer list with its glob patterns expanded against the model's submodules. */
 function layerList(model: Model, value: unknown, name: string): string[] {
-  const entries = optionalStringArray(value, name) ?? [];
-  return expandLayerPatterns(entries, model.native.layers(), `model '${model.name}' (${model.path})`);
+  const entries = optionalStringArray(value, name);
+  if (entries?.length === 0) {
+    throw makeError(
+      RangeError,
+      ErrorCodes.NO_LAYERS,
+      `${name} is an empty list: name at least one layer of model '${model.name}', or leave it out to compare every layer`,
+    );
+  }
+  return expandLayerPatterns(entries ?? [], model.native.layers(), `model '${model.name}' (${model.path})`);
+}
+
+/** Iterators over the sources, past the first `skip` batches of each. */
+async function resumedIterators(
+  data1: unknown,
+  data2: unknown,
+  skip: number,
+): Promise<[AsyncIterator<Batch> | Iterator<Batch>, AsyncIterator<Batch> | Iterator<Batch> | undefined]> {
+  const open = async (data: unknown, what: string): Promise<AsyncIterator<Batch> | Iterator<Batch>> => {
+    if (skip > 0 && data instanceof Dataset) return data.batches(skip)[Symbol.asyncIterator]();
+    const iterator = iteratorOf(data, what);
+    for (let i = 0; i < skip; i += 1) {
+      const item = await iterator.next();
+      if (item.done) {
+        throw makeError(
+          Error,
+          ErrorCodes.CHECKPOINT_MISMATCH,
+          `The checkpoint has used ${skip} batches of ${what}, but ${what} has only ${i}; resume with the same data`,
+        );
+      }
+    }
+    return iterator;
+  };
+  return [await open(data1, 'data1'), data2 === undefined ? undefined : await open(data2, 'data2')];
 }
 
 function defaultConcurrent(model: Model, threads: number | undefined): boolean {
   if (!model.device.startsWith('cpu')) return true;
   const info = binding().runtimeInfo();
   return info.cores >= 2 * (threads ?? info.threads);
+}
+
+/**
+ * Writes checkpoints in the background, one at a time: the state is copied
+ * between batches (the copy is small: the float64 sums), the write overlaps
+ * the next batch.
+ */
+class CheckpointSaver {
+  private since = 0;
+  private position: number;
+  private writing: Promise<void> = Promise.resolve();
+  private failure: unknown;
+
+  constructor(
+    private readonly native: NativeCka,
+    private readonly file: string,
+    private readonly identity: CheckpointIdentity,
+    private readonly every: number,
+    position: number,
+  ) {
+    this.position = position;
+  }
+
+  /** After each batch compared or skipped; `position` counts the batches used. */
+  committed(position: number): void {
+    this.position = position;
+    this.since += 1;
+    if (this.failure) throw this.failure;
+    if (this.since >= this.every) this.save();
+  }
+
+  /** Writes what is there now (if anything was compared) and waits for every write. */
+  async final(): Promise<void> {
+    if (this.since > 0) this.save();
+    await this.writing;
+    if (this.failure) throw this.failure;
+  }
+
+  private save(): void {
+    this.since = 0;
+    let state;
+    try {
+      state = this.native.state();
+    } catch {
+      return; // nothing compared yet
+    }
+    const position = this.position;
+    this.writing = this.writing.then(() =>
+      writeCheckpoint(this.file, this.identity, position, state).catch((error: unknown) => {
+        this.failure ??= error;
+      }),
+    );
+  }
+}
+
+/**
+ * Comparisons with a batch in native code. When the process exits (Node waits
+ * for running native work), they are cancelled so that it stops at the next
+ * layer instead of finishing the batch.
+ */
+const inFlight = new Set<NativeCka>();
+let exitHookInstalled = false;
+function track(native: NativeCka): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const running of inFlight) running.cancel();
+    });
+  }
+  inFlight.add(native);
 }
 
 const defaultWarning = (warning: CkaWarning): void => {
@@ -152,6 +289,7 @@ export class CKA {
   private readonly warn: (warning: CkaWarning) => void;
   private readonly warned = new Set<string>();
   private running = false;
+  private readonly settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean };
 
   constructor(model1: Model, model2: Model, options?: CKAOptions) {
     this.model1 = requireModel(model1, 'model1');
@@ -166,14 +304,22 @@ export class CKA {
     const threads = optionalInteger(opts.threads, 'options.threads', 1);
     const concurrent =
       optionalBoolean(opts.concurrent, 'options.concurrent') ?? defaultConcurrent(this.model1, threads);
-    this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
+    const skipNonFinite = optionalBoolean(opts.skipNonFinite, 'options.skipNonFinite') ?? false;
+    this.settings = {
       layers1: layerList(this.model1, opts.model1Layers, 'options.model1Layers'),
       layers2: layerList(this.model2, opts.model2Layers, 'options.model2Layers'),
+      precision: precision ?? 'float64',
+      skipNonFinite,
+    };
+    this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
+      layers1: this.settings.layers1,
+      layers2: this.settings.layers2,
       label1: this.model1Name,
       label2: this.model2Name,
       ...(precision ? { precision } : {}),
       ...(threads ? { threads } : {}),
       concurrent,
+      skipNonFinite,
     });
     if (this.model1Name === this.model2Name) {
       this.warnOnce({
@@ -202,69 +348,138 @@ export class CKA {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw invalidArgType(`Expected an AbortSignal for options.signal but received ${describe(signal)}`);
     }
-    const first = iteratorOf(data1, 'data1');
-    const second = data2 === undefined ? undefined : iteratorOf(data2, 'data2');
-    if (second !== undefined) this.sameData = false;
+    const checkpoint = opts.checkpoint === undefined ? undefined : checkpointOptions(opts.checkpoint);
+    // Checked now, so that bad sources fail before anything else happens.
+    iterableMethod(data1, 'data1');
+    if (data2 !== undefined) iterableMethod(data2, 'data2');
 
     this.running = true;
-    const summary: CompareSummary = { batches: 0, samples: 0, skipped: 0, stoppedEarly: null };
+    track(this.native);
+    const summary: CompareSummary = { batches: 0, samples: 0, skipped: 0, position: 0, stoppedEarly: null, resumed: 0 };
+    let running: Promise<unknown> | undefined;
+    const cancel = (): void => {
+      if (running) this.native.cancel();
+    };
+    signal?.addEventListener('abort', cancel);
+    let first: AsyncIterator<Batch> | Iterator<Batch> | undefined;
+    let second: AsyncIterator<Batch> | Iterator<Batch> | undefined;
+    let saver: CheckpointSaver | undefined;
+    try {
+      let position = 0;
+      if (checkpoint) {
+        const identity = await checkpointIdentity(
+          [this.model1, this.model2],
+          this.settings,
+          data1,
+          data2,
+          checkpoint.key,
+        );
+        const saved = await readCheckpoint(checkpoint.path);
+        if (saved) {
+          this.resume(saved, identity, checkpoint.path);
+          position = saved.position;
+          summary.position = position;
+          summary.resumed = saved.state.batches;
+        }
+        saver = new CheckpointSaver(this.native, checkpoint.path, identity, checkpoint.every, position);
+      }
+      [first, second] = await resumedIterators(data1, data2, position);
+      if (data2 !== undefined) this.sameData = false;
+      await this.run(first, second, summary, position, signal, onProgress, saver, (p) => (running = p));
+    } catch (error) {
+      // A batch still running finishes (adding to the sums or not) before this rejects.
+      await Promise.allSettled([running, first?.return?.(), second?.return?.()]);
+      await saver?.final();
+      if ((error as { code?: unknown }).code === ErrorCodes.ABORTED && signal?.aborted) throw abortError(signal);
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      inFlight.delete(this.native);
+      this.running = false;
+    }
+    return summary;
+  }
+
+  private resume(saved: Checkpoint, identity: CheckpointIdentity, file: string): void {
+    assertSameIdentity(saved.identity, identity, file);
+    let fresh = true;
+    try {
+      this.native.state();
+      fresh = false;
+    } catch {
+      // ERR_NO_DATA: nothing compared yet
+    }
+    if (!fresh) {
+      throw makeError(
+        Error,
+        ErrorCodes.CHECKPOINT_MISMATCH,
+        `Checkpoint '${file}' exists, but this CKA object has already compared batches; resume into a new CKA object, ` +
+          'or delete the checkpoint',
+      );
+    }
+    this.native.restore(saved.state);
+  }
+
+  private async run(
+    first: AsyncIterator<Batch> | Iterator<Batch>,
+    second: AsyncIterator<Batch> | Iterator<Batch> | undefined,
+    summary: CompareSummary,
+    position: number,
+    signal: AbortSignal | undefined,
+    onProgress: ((p: CompareProgress) => void) | undefined,
+    saver: CheckpointSaver | undefined,
+    track: (running: Promise<unknown> | undefined) => void,
+  ): Promise<void> {
     const fetch = (): Promise<[IteratorResult<Batch>, IteratorResult<Batch> | undefined]> => {
       // Async, so that a source that throws synchronously rejects instead.
       const next = (async () => Promise.all([first.next(), second?.next()]))();
       next.catch(() => undefined); // handled where it is awaited
       return next;
     };
-    let step = 0;
-    let running: Promise<unknown> | undefined;
-    try {
-      let upcoming = fetch();
-      for (;;) {
-        if (signal?.aborted) throw abortError(signal);
-        const [a, b] = await upcoming;
-        if (a.done || (b !== undefined && b.done)) {
-          if (b !== undefined && a.done !== b.done) {
-            summary.stoppedEarly = a.done ? 'data1' : 'data2';
-            const other = a.done ? second : first;
-            await other?.return?.();
-            this.warnOnce({
-              code: 'TORCH_CKA_UNEVEN_DATA',
-              message: `${a.done ? 'data1' : 'data2'} ran out after ${step} batch(es) while the other had more; compared the first ${step}`,
-            });
-          }
-          break;
-        }
-        const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
-        const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
-        // step() copies the inputs before it returns, so the sources may
-        // prepare the next batch (and reuse their buffers) while it runs.
-        const stepping = this.native.step(inputs1, inputs2);
-        running = stepping;
-        upcoming = fetch();
-        const result = await stepping;
-        running = undefined;
-        for (const message of result.warnings) {
+    let step = position;
+    let upcoming = fetch();
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal);
+      const [a, b] = await upcoming;
+      if (a.done || (b !== undefined && b.done)) {
+        if (b !== undefined && a.done !== b.done) {
+          summary.stoppedEarly = a.done ? 'data1' : 'data2';
+          const other = a.done ? second : first;
+          await other?.return?.();
           this.warnOnce({
-            code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT',
-            message,
+            code: 'TORCH_CKA_UNEVEN_DATA',
+            message: `${a.done ? 'data1' : 'data2'} ran out after ${step} batch(es) while the other had more; compared the first ${step}`,
           });
         }
-        if (result.skipped) {
-          summary.skipped += 1;
-        } else {
-          summary.batches += 1;
-          summary.samples += result.n;
-        }
-        step += 1;
-        onProgress?.({ batches: summary.batches, samples: summary.samples, skipped: summary.skipped });
+        break;
       }
-    } catch (error) {
-      // A batch still running finishes (adding to the sums or not) before this rejects.
-      await Promise.allSettled([running, first.return?.(), second?.return?.()]);
-      throw error;
-    } finally {
-      this.running = false;
+      const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
+      const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
+      // step() copies the inputs before it returns, so the sources may
+      // prepare the next batch (and reuse their buffers) while it runs.
+      const stepping = this.native.step(inputs1, inputs2);
+      track(stepping);
+      upcoming = fetch();
+      const result = await stepping;
+      track(undefined);
+      for (const message of result.warnings) {
+        this.warnOnce({
+          code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT',
+          message,
+        });
+      }
+      if (result.skipped) {
+        summary.skipped += 1;
+      } else {
+        summary.batches += 1;
+        summary.samples += result.n;
+      }
+      step += 1;
+      summary.position = step;
+      saver?.committed(step);
+      onProgress?.({ batches: summary.batches, samples: summary.samples, skipped: summary.skipped, position: step });
     }
-    return summary;
+    await saver?.final();
   }
 
   /** The CKA matrix so far. Fails with ERR_NO_DATA before any batch was compared. */

@@ -1,9 +1,22 @@
 /** Stable error codes. The native side uses the same strings (native/core/errors.h). */
 export const ErrorCodes = {
   MODEL_NOT_FOUND: 'ERR_MODEL_NOT_FOUND',
+  /** libtorch could not load a file that looked like TorchScript (damaged contents). */
   MODEL_LOAD: 'ERR_MODEL_LOAD',
+  /** The model path is a folder, a device or pipe, or cannot be read (permissions). */
+  MODEL_UNREADABLE: 'ERR_MODEL_UNREADABLE',
+  /** The model file has 0 bytes. */
+  MODEL_EMPTY: 'ERR_MODEL_EMPTY',
+  /** Not a zip archive, a cut-off or damaged one, or one PyTorch did not write (Git LFS pointers, web pages, ...). */
+  MODEL_FORMAT: 'ERR_MODEL_FORMAT',
+  /** torch.save output (a state_dict, a checkpoint dict, a pickled module), a pickle or another weights format. */
+  MODEL_NOT_TORCHSCRIPT: 'ERR_MODEL_NOT_TORCHSCRIPT',
+  /** TorchScript written by a newer PyTorch than the linked libtorch reads. */
+  MODEL_VERSION: 'ERR_MODEL_VERSION',
   INVALID_DEVICE: 'ERR_INVALID_DEVICE',
   DEVICE_UNAVAILABLE: 'ERR_DEVICE_UNAVAILABLE',
+  /** A model's forward uses a device other than the one it was loaded on (code made for a GPU run on the CPU). */
+  DEVICE_MISMATCH: 'ERR_DEVICE_MISMATCH',
   UNKNOWN_LAYER: 'ERR_UNKNOWN_LAYER',
   DUPLICATE_LAYER: 'ERR_DUPLICATE_LAYER',
   NO_TENSOR_OUTPUT: 'ERR_NO_TENSOR_OUTPUT',
@@ -37,6 +50,10 @@ export const ErrorCodes = {
   INVALID_RESULT: 'ERR_INVALID_RESULT',
   /** The command line is wrong: an unknown command or option, or a missing or bad value. */
   USAGE: 'ERR_USAGE',
+  /** A checkpoint file is damaged or not a torch-cka checkpoint. */
+  CHECKPOINT_FORMAT: 'ERR_CHECKPOINT_FORMAT',
+  /** A checkpoint was made with other models, layers, data or settings than the comparison it is resumed into. */
+  CHECKPOINT_MISMATCH: 'ERR_CHECKPOINT_MISMATCH',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

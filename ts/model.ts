@@ -1,7 +1,8 @@
 import { binding, type NativeModel } from './binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
-import { optionalObject, optionalString, optionalStringArray, requireString } from './is';
+import { optionalBoolean, optionalObject, optionalString, optionalStringArray, requireString } from './is';
 import { type Batch, Tensor, toNativeBatch } from './tensor';
+import { verifyModelFile } from './verify';
 
 /** A named submodule, in definition order (named_modules, root left out). */
 export interface LayerInfo {
@@ -16,6 +17,13 @@ export interface LoadModelOptions {
   device?: string;
   /** Display name; defaults to the file's base name without extension. */
   name?: string;
+  /**
+   * Load the file once in a child process first (default `true`), so that a
+   * damaged or crafted file that crashes libtorch's reader fails with
+   * ERR_MODEL_LOAD instead of ending this process. Each file is checked once
+   * per process (about 0.3 s); `false` skips it for files you made yourself.
+   */
+  verify?: boolean;
 }
 
 const baseName = (file: string): string => {
@@ -93,6 +101,8 @@ export async function loadModel(path: string, options?: LoadModelOptions): Promi
   const opts = optionalObject(options, 'options');
   const device = optionalString(opts.device, 'options.device') ?? 'cpu';
   const name = optionalString(opts.name, 'options.name') ?? baseName(path);
+  const verify = optionalBoolean(opts.verify, 'options.verify') ?? true;
+  if (verify) await verifyModelFile(path);
   const native = await binding().loadModel(path, device);
   return new Model(native, name);
 }

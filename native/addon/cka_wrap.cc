@@ -22,12 +22,75 @@ Napi::Array numbers_to_js(Napi::Env env, const std::vector<double>& values) {
   return out;
 }
 
+Napi::Float64Array doubles_to_js(Napi::Env env, const std::vector<double>& values) {
+  Napi::Float64Array out = Napi::Float64Array::New(env, values.size());
+  std::copy(values.begin(), values.end(), out.Data());
+  return out;
+}
+
+Napi::Error state_error(Napi::Env env, const std::string& message) {
+  return make_error(env, {codes::kInvalidArg, "Invalid saved state: " + message, ErrorKind::TypeError});
+}
+
+std::vector<double> doubles_from_js(Napi::Env env, const Napi::Object& state, const char* key) {
+  Napi::Value value = state.Get(key);
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw state_error(env, std::string(key) + " must be a Float64Array");
+  }
+  Napi::Float64Array array = value.As<Napi::Float64Array>();
+  return std::vector<double>(array.Data(), array.Data() + array.ElementLength());
+}
+
+int64_t count_from_js(Napi::Env env, const Napi::Object& state, const char* key) {
+  Napi::Value value = state.Get(key);
+  if (!value.IsNumber()) throw state_error(env, std::string(key) + " must be a number");
+  const double number = value.As<Napi::Number>().DoubleValue();
+  if (!(number >= 0 && number <= 9007199254740991.0) || number != static_cast<double>(static_cast<int64_t>(number))) {
+    throw state_error(env, std::string(key) + " must be a non-negative integer");
+  }
+  return static_cast<int64_t>(number);
+}
+
+Napi::Array rows_to_js(Napi::Env env, const std::vector<Row>& rows) {
+  Napi::Array out = Napi::Array::New(env, rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Napi::Array row = Napi::Array::New(env, 3);
+    row.Set(0u, static_cast<double>(rows[i].layer));
+    row.Set(1u, static_cast<double>(rows[i].call));
+    row.Set(2u, rows[i].name);
+    out.Set(static_cast<uint32_t>(i), row);
+  }
+  return out;
+}
+
+std::vector<Row> rows_from_js(Napi::Env env, const Napi::Object& state, const char* key) {
+  Napi::Value value = state.Get(key);
+  if (!value.IsArray()) throw state_error(env, std::string(key) + " must be an array");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<Row> rows;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsArray() || item.As<Napi::Array>().Length() != 3) {
+      throw state_error(env, std::string(key) + " must hold [layer, call, name] triples");
+    }
+    Napi::Array triple = item.As<Napi::Array>();
+    if (!triple.Get(0u).IsNumber() || !triple.Get(1u).IsNumber() || !triple.Get(2u).IsString()) {
+      throw state_error(env, std::string(key) + " must hold [layer, call, name] triples");
+    }
+    rows.push_back({triple.Get(0u).As<Napi::Number>().Int64Value(), triple.Get(1u).As<Napi::Number>().Int64Value(),
+                    triple.Get(2u).As<Napi::String>().Utf8Value()});
+  }
+  return rows;
+}
+
 }  // namespace
 
 Napi::Function NativeCka::Init(Napi::Env env) {
   return DefineClass(env, "NativeCka",
                      {InstanceMethod<&NativeCka::Step>("step"), InstanceMethod<&NativeCka::Result>("result"),
-                      InstanceMethod<&NativeCka::Stats>("stats"), InstanceAccessor<&NativeCka::Busy>("busy")});
+                      InstanceMethod<&NativeCka::Stats>("stats"), InstanceMethod<&NativeCka::Cancel>("cancel"),
+                      InstanceMethod<&NativeCka::State>("state"), InstanceMethod<&NativeCka::Restore>("restore"),
+                      InstanceAccessor<&NativeCka::Busy>("busy")});
 }
 
 NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCka>(info) {
@@ -62,6 +125,11 @@ NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCk
       if (!concurrent.IsBoolean()) throw type_error(env, "Expected concurrent to be a boolean");
       config.concurrent = concurrent.As<Napi::Boolean>().Value();
     }
+    Napi::Value skip = options.Get("skipNonFinite");
+    if (!skip.IsUndefined()) {
+      if (!skip.IsBoolean()) throw type_error(env, "Expected skipNonFinite to be a boolean");
+      config.skip_non_finite = skip.As<Napi::Boolean>().Value();
+    }
     engine_ = std::make_shared<CkaEngine>(std::move(model1), std::move(model2), std::move(config));
   });
 }
@@ -84,6 +152,7 @@ Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
     const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
     std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], label + " of data 2");
     std::shared_ptr<CkaEngine> engine = engine_;
+    engine->arm();
     busy_ = true;
     Ref();
     return PromiseWorker<StepOutcome>::Start(
@@ -95,6 +164,7 @@ Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
           Napi::Object out = Napi::Object::New(env);
           out.Set("n", static_cast<double>(outcome.n));
           out.Set("skipped", outcome.skipped);
+          if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
           out.Set("warnings", strings_to_js(env, outcome.warnings));
           return out;
         },
@@ -147,6 +217,51 @@ Napi::Value NativeCka::Stats(const Napi::CallbackInfo& info) {
     out.Set("threads", stats.threads);
     out.Set("concurrent", stats.concurrent);
     return out;
+  });
+}
+
+Napi::Value NativeCka::Cancel(const Napi::CallbackInfo& info) {
+  engine_->cancel();
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeCka::State(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "save the state");
+    const EngineState state = engine_->state();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("rows1", rows_to_js(env, state.rows1));
+    out.Set("rows2", rows_to_js(env, state.rows2));
+    out.Set("xy", doubles_to_js(env, state.xy));
+    out.Set("xx", doubles_to_js(env, state.xx));
+    out.Set("yy", doubles_to_js(env, state.yy));
+    out.Set("steps", static_cast<double>(state.steps));
+    out.Set("batches", static_cast<double>(state.batches));
+    out.Set("samples", static_cast<double>(state.samples));
+    out.Set("skipped", static_cast<double>(state.skipped));
+    return out;
+  });
+}
+
+Napi::Value NativeCka::Restore(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "restore a state");
+    if (!info[0].IsObject()) throw state_error(env, "expected an object");
+    Napi::Object object = info[0].As<Napi::Object>();
+    EngineState state;
+    state.rows1 = rows_from_js(env, object, "rows1");
+    state.rows2 = rows_from_js(env, object, "rows2");
+    state.xy = doubles_from_js(env, object, "xy");
+    state.xx = doubles_from_js(env, object, "xx");
+    state.yy = doubles_from_js(env, object, "yy");
+    state.steps = count_from_js(env, object, "steps");
+    state.batches = count_from_js(env, object, "batches");
+    state.samples = count_from_js(env, object, "samples");
+    state.skipped = count_from_js(env, object, "skipped");
+    engine_->restore(state);
+    return env.Undefined();
   });
 }
 

@@ -21,6 +21,12 @@ class NativeCka : public Napi::ObjectWrap<NativeCka> {
   // result(): { rows1, rows2, cka, self1, self2, samples, batches, skipped, warnings }
   Napi::Value Result(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
+  // cancel(): the running step adds nothing and rejects with ABORT_ERR.
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  // state(): { rows1, rows2: [layer, call, name][], xy, xx, yy: Float64Array,
+  // steps, batches, samples, skipped }; restore(state) puts one back.
+  Napi::Value State(const Napi::CallbackInfo& info);
+  Napi::Value Restore(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 

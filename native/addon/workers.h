@@ -38,24 +38,44 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Both run on the main thread. While a worker_threads Worker is being
+  // terminated its environment can no longer run JS, and every N-API call
+  // fails (node-addon-api then throws Napi::Error): nothing is left to tell,
+  // so such failures are dropped rather than let escape (which would abort).
   void OnOK() override {
     Napi::Env env = Env();
-    if (done_) done_();
+    Finish();
     try {
-      deferred_.Resolve(to_js_(env, *result_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      try {
+        deferred_.Resolve(to_js_(env, *result_));
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      } catch (...) {
+        deferred_.Reject(make_error(env, capture_current_exception()).Value());
+      }
     } catch (...) {
-      deferred_.Reject(make_error(env, capture_current_exception()).Value());
+      // The environment is shutting down.
     }
   }
 
   void OnError(const Napi::Error&) override {
-    if (done_) done_();
-    deferred_.Reject(make_error(Env(), error_).Value());
+    Finish();
+    try {
+      deferred_.Reject(make_error(Env(), error_).Value());
+    } catch (...) {
+      // The environment is shutting down.
+    }
   }
 
  private:
+  void Finish() {
+    try {
+      if (done_) done_();
+    } catch (...) {
+      // The environment is shutting down.
+    }
+  }
+
   PromiseWorker(Napi::Env env, Run run, ToJs to_js, Done done)
       : Napi::AsyncWorker(env, "torch-cka"),
         deferred_(Napi::Promise::Deferred::New(env)),

@@ -66,7 +66,7 @@ GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, con
 GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
                               const std::string& batch, std::vector<Row>* planned, std::vector<std::string>* warnings) {
   std::unique_ptr<GramCollector> collector = collector_for(side, n);
-  side.model->forward(inputs, *collector, batch);
+  side.model->forward(inputs, *collector, batch, &cancelled_);
   ++forwards_;
   reused_ += collector->reused();
   return finish_side(side, *collector, batch, planned, warnings);
@@ -124,6 +124,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   if (n < 4) {
     ++skipped_;
     outcome.skipped = true;
+    outcome.skip_reason = "small";
     outcome.warnings.push_back("Skipped " + batch + ": it has " + std::to_string(n) +
                                " samples, and the unbiased HSIC estimator needs at least 4");
     return outcome;
@@ -139,7 +140,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     // and one set of Grams does when both pick the same layers.
     std::unique_ptr<GramCollector> c1 = collector_for(sides_[0], n);
     if (same_selection(sides_[0].selection, sides_[1].selection) && sides_[0].rows.size() == sides_[1].rows.size()) {
-      sides_[0].model->forward(inputs1, *c1, batch);
+      sides_[0].model->forward(inputs1, *c1, batch, &cancelled_);
       k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
       l = k;
       planned2 = planned1;
@@ -147,7 +148,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     } else {
       std::unique_ptr<GramCollector> c2 = collector_for(sides_[1], n);
       FanOut both(*c1, *c2);
-      sides_[0].model->forward(inputs1, both, batch);
+      sides_[0].model->forward(inputs1, both, batch, &cancelled_);
       reused_ += c2->reused();
       k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
       l = finish_side(sides_[1], *c2, batch, &planned2, &outcome.warnings);
@@ -186,8 +187,10 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     outcome.warnings.insert(outcome.warnings.end(), warnings2.begin(), warnings2.end());
   } else {
     k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+    check_cancelled(batch);
     l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.warnings);
   }
+  check_cancelled(batch);
   const std::vector<Row>& rows1 = sides_[0].rows.empty() ? planned1 : sides_[0].rows;
   const std::vector<Row>& rows2 = sides_[1].rows.empty() ? planned2 : sides_[1].rows;
   {
@@ -226,10 +229,20 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     } else {
       where = "a layer pair";
     }
+    if (config_.skip_non_finite) {
+      check_cancelled(batch);
+      ++skipped_;
+      outcome.skipped = true;
+      outcome.skip_reason = "non_finite";
+      outcome.warnings.push_back("Skipped " + batch + ": non-finite values (NaN or Inf) in the output of " + where);
+      return outcome;
+    }
     throw CkaError(codes::kNonFinite, "Non-finite values (NaN or Inf) in the output of " + where + " on " + batch +
-                                          "; nothing from this batch was added");
+                                          "; nothing from this batch was added (the option skipNonFinite skips such "
+                                          "batches instead)");
   }
 
+  check_cancelled(batch);
   if (fresh) sums_ = std::move(fresh);
   if (sides_[0].rows.empty()) sides_[0].rows = std::move(planned1);
   if (sides_[1].rows.empty()) sides_[1].rows = std::move(planned2);
@@ -237,6 +250,72 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   ++batches_;
   samples_ += n;
   return outcome;
+}
+
+void CkaEngine::check_cancelled(const std::string& batch) const {
+  if (cancelled_) {
+    throw CkaError(codes::kAborted, "compare() was aborted during " + batch + "; nothing from it was added");
+  }
+}
+
+EngineState CkaEngine::state() const {
+  if (!sums_) throw CkaError(codes::kNoData, "No batch has been compared yet; there is no state to save");
+  EngineState out;
+  out.rows1 = sides_[0].rows;
+  out.rows2 = sides_[1].rows;
+  auto values = [](const at::Tensor& t) {
+    const at::Tensor c = t.to(at::kCPU, at::kDouble).contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  out.xy = values(sums_->xy());
+  out.xx = values(sums_->xx());
+  out.yy = values(sums_->yy());
+  out.steps = steps_;
+  out.batches = batches_;
+  out.samples = samples_;
+  out.skipped = skipped_;
+  return out;
+}
+
+void CkaEngine::restore(const EngineState& state) {
+  auto invalid = [](const std::string& message) {
+    return CkaError(codes::kInvalidArg, message, ErrorKind::RangeError);
+  };
+  if (sums_ || batches_ > 0) throw invalid("A saved state can only be restored before any batch is compared");
+  auto check_rows = [&](const Side& side, const std::vector<Row>& rows) {
+    if (rows.empty()) throw invalid("The saved state has no layers for model " + side.label);
+    const auto& layers = side.model->layers();
+    for (const auto& row : rows) {
+      if (row.layer < 0 || static_cast<size_t>(row.layer) >= layers.size() || row.call < 1 ||
+          row_name(layers[static_cast<size_t>(row.layer)].name, row.call) != row.name) {
+        throw invalid("The saved state's layer '" + row.name + "' is not a layer of model " + side.label);
+      }
+    }
+  };
+  check_rows(sides_[0], state.rows1);
+  check_rows(sides_[1], state.rows2);
+  const auto m = static_cast<int64_t>(state.rows1.size()), p = static_cast<int64_t>(state.rows2.size());
+  if (static_cast<int64_t>(state.xy.size()) != m * p || static_cast<int64_t>(state.xx.size()) != m ||
+      static_cast<int64_t>(state.yy.size()) != p) {
+    throw invalid("The saved state's sums do not match its " + std::to_string(m) + " x " + std::to_string(p) +
+                  " layers");
+  }
+  if (state.batches < 1 || state.samples < 4 * state.batches || state.skipped < 0 ||
+      state.steps < state.batches + state.skipped) {
+    throw invalid("The saved state's counts are inconsistent");
+  }
+  auto tensor = [](const std::vector<double>& v) {
+    return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, at::kDouble).clone();
+  };
+  auto sums = std::make_unique<HsicAccumulator>(m, p, sides_[0].model->device(), config_.pair_dtype);
+  sums->set(tensor(state.xy), tensor(state.xx), tensor(state.yy));
+  sides_[0].rows = state.rows1;
+  sides_[1].rows = state.rows2;
+  sums_ = std::move(sums);
+  steps_ = state.steps;
+  batches_ = state.batches;
+  samples_ = state.samples;
+  skipped_ = state.skipped;
 }
 
 EngineStats CkaEngine::stats() const {

@@ -22,6 +22,9 @@ struct CkaConfig {
   int threads = 0;
   // Run model 1 and model 2 at once, on two threads (CUDA: two streams).
   bool concurrent = false;
+  // NaN or Inf in a layer's output: skip that batch with a warning instead of
+  // failing with ERR_NON_FINITE.
+  bool skip_non_finite = false;
 };
 
 // What a comparison holds and did, for benchmarks.
@@ -38,7 +41,16 @@ struct EngineStats {
 struct StepOutcome {
   int64_t n = 0;
   bool skipped = false;
+  std::string skip_reason;  // "small" (n < 4) or "non_finite"
   std::vector<std::string> warnings;
+};
+
+// The accumulated state, for checkpoints: restoring it into an engine for the
+// same models and layers continues the sums exactly where they were.
+struct EngineState {
+  std::vector<Row> rows1, rows2;
+  std::vector<double> xy, xx, yy;  // row-major m x p, m, p
+  int64_t steps = 0, batches = 0, samples = 0, skipped = 0;
 };
 
 struct CkaResult {
@@ -65,6 +77,19 @@ class CkaEngine {
   int64_t steps() const { return steps_; }
   EngineStats stats() const;
 
+  // A copy of the sums and counts; ERR_NO_DATA before any batch was added.
+  EngineState state() const;
+  // Replaces the sums and counts (only before any batch was added). Throws
+  // ERR_INVALID_ARG if the rows do not name this engine's layers or the sizes
+  // do not match.
+  void restore(const EngineState& state);
+
+  // Cancellation of the running step (from another thread): a cancelled step
+  // adds nothing and throws ABORT_ERR at its next check. arm() clears the
+  // flag; call it before queueing a step.
+  void arm() { cancelled_ = false; }
+  void cancel() { cancelled_ = true; }
+
  private:
   struct Side {
     std::shared_ptr<Model> model;
@@ -85,6 +110,8 @@ class CkaEngine {
   std::unique_ptr<HsicAccumulator> sums_;
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;
   std::atomic<int64_t> forwards_{0}, reused_{0};
+  std::atomic<bool> cancelled_{false};
+  void check_cancelled(const std::string& batch) const;
   EngineStats last_;
 };
 

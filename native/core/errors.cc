@@ -28,13 +28,36 @@ std::string shorten_message(const std::string& message, size_t max_lines) {
   return text;
 }
 
+namespace {
+
+// "RuntimeError: ..." or "torch.jit.Error: ..." at the start of a line.
+bool names_exception(const std::string& line) {
+  const size_t colon = line.find(": ");
+  if (colon == std::string::npos || colon == 0) return false;
+  const std::string head = line.substr(0, colon);
+  if (head.find_first_of(" \t/()<>") != std::string::npos) return false;
+  const bool error = head.size() >= 5 && head.compare(head.size() - 5, 5, "Error") == 0;
+  return error || head.find("Exception") != std::string::npos;
+}
+
+}  // namespace
+
 std::string interpreter_error(const std::string& message) {
-  if (message.find("The following operation failed in the TorchScript interpreter") == std::string::npos) {
-    return shorten_message(message);
-  }
   std::vector<std::string> lines;
   std::istringstream in(message);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
+  // TorchScript failures end with the error itself ("RuntimeError: ...")
+  // after one or two tracebacks (serialized code, and for traced models the
+  // Python frames of the original code): keep from the last such line on.
+  for (size_t i = lines.size(); i-- > 0;) {
+    if (!names_exception(lines[i])) continue;
+    std::string tail;
+    for (size_t j = i; j < lines.size(); ++j) tail += (tail.empty() ? "" : "\n") + lines[j];
+    return shorten_message(tail);
+  }
+  if (message.find("The following operation failed in the TorchScript interpreter") == std::string::npos) {
+    return shorten_message(message);
+  }
   // The tracebacks are indented; the error itself follows the last indented line.
   size_t start = 0;
   for (size_t i = 0; i < lines.size(); ++i) {

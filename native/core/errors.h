@@ -27,8 +27,14 @@ class CkaError : public std::runtime_error {
 namespace codes {
 inline constexpr const char* kModelNotFound = "ERR_MODEL_NOT_FOUND";
 inline constexpr const char* kModelLoad = "ERR_MODEL_LOAD";
+inline constexpr const char* kModelUnreadable = "ERR_MODEL_UNREADABLE";
+inline constexpr const char* kModelEmpty = "ERR_MODEL_EMPTY";
+inline constexpr const char* kModelFormat = "ERR_MODEL_FORMAT";
+inline constexpr const char* kModelNotTorchScript = "ERR_MODEL_NOT_TORCHSCRIPT";
+inline constexpr const char* kModelVersion = "ERR_MODEL_VERSION";
 inline constexpr const char* kInvalidDevice = "ERR_INVALID_DEVICE";
 inline constexpr const char* kDeviceUnavailable = "ERR_DEVICE_UNAVAILABLE";
+inline constexpr const char* kDeviceMismatch = "ERR_DEVICE_MISMATCH";
 inline constexpr const char* kUnknownLayer = "ERR_UNKNOWN_LAYER";
 inline constexpr const char* kDuplicateLayer = "ERR_DUPLICATE_LAYER";
 inline constexpr const char* kNoTensorOutput = "ERR_NO_TENSOR_OUTPUT";
@@ -45,6 +51,7 @@ inline constexpr const char* kNoData = "ERR_NO_DATA";
 inline constexpr const char* kDisposed = "ERR_DISPOSED";
 inline constexpr const char* kBusy = "ERR_BUSY";
 inline constexpr const char* kInvalidArg = "ERR_INVALID_ARG";
+inline constexpr const char* kAborted = "ABORT_ERR";
 inline constexpr const char* kInternal = "ERR_INTERNAL";
 }  // namespace codes
 

@@ -38,6 +38,12 @@ HsicAccumulator::HsicAccumulator(int64_t m, int64_t p, c10::Device device, at::S
   yy_ = at::zeros({p}, options);
 }
 
+void HsicAccumulator::set(const at::Tensor& xy, const at::Tensor& xx, const at::Tensor& yy) {
+  xy_.copy_(xy.reshape({m_, p_}));
+  xx_.copy_(xx.reshape({m_}));
+  yy_.copy_(yy.reshape({p_}));
+}
+
 BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
   for (GramBatch* g : {&k, &l}) {
     if (g->grams.device() == device_) continue;

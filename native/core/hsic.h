@@ -36,6 +36,8 @@ class HsicAccumulator {
   BatchHsic compute(GramBatch k, GramBatch l, int64_t n) const;
 
   void add(const BatchHsic& batch);
+  // Replaces the sums (float64 CPU tensors of the accumulator's shapes).
+  void set(const at::Tensor& xy, const at::Tensor& xx, const at::Tensor& yy);
 
   at::Tensor xy() const { return xy_; }
   at::Tensor xx() const { return xx_; }

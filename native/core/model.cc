@@ -2,11 +2,11 @@
 
 #include <c10/core/InferenceMode.h>
 
-#include <fstream>
 #include <map>
 
 #include "device.h"
 #include "errors.h"
+#include "model_file.h"
 
 namespace tcka {
 namespace {
@@ -50,11 +50,6 @@ class FeatureRecorder : public TapReceiver {
   int64_t error_layer_ = -1;
 };
 
-bool file_exists(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return in.good();
-}
-
 }  // namespace
 
 std::string model_base_name(const std::string& path) {
@@ -83,18 +78,16 @@ Model::Model(std::string path, c10::Device device, std::shared_ptr<torch::jit::M
 
 std::shared_ptr<Model> Model::load(const std::string& path, const std::string& device_spec, bool instrument) {
   const c10::Device device = parse_device(device_spec);
-  if (!file_exists(path)) {
-    throw CkaError(codes::kModelNotFound, "Model file '" + path + "' does not exist or cannot be read");
-  }
+  const ModelFileInfo info = inspect_model_file(path);
   auto module = std::make_shared<torch::jit::Module>();
   try {
     *module = torch::jit::load(path, device);
   } catch (const c10::Error& e) {
-    throw CkaError(codes::kModelLoad, "Could not load '" + path +
-                                          "' as a TorchScript model (export it with torch.jit.script or "
-                                          "torch.jit.trace, then torch.jit.save): " +
-                                          shorten_message(e.what_without_backtrace(), 4));
+    throw_load_error(path, info, e.what_without_backtrace());
+  } catch (const std::exception& e) {  // the TorchScript compiler's ErrorReport, among others
+    throw_load_error(path, info, e.what());
   }
+  check_module_tensors(*module, path);
   module->eval();
   std::vector<LayerInfo> layers = instrument ? install_taps(*module) : std::vector<LayerInfo>();
   return std::shared_ptr<Model>(new Model(path, device, std::move(module), std::move(layers)));
@@ -120,7 +113,8 @@ LayerSelection Model::select(const std::vector<std::string>& names) const {
   return resolve_layers(layers_, names, label_);
 }
 
-void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const {
+void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what,
+                    const std::atomic<bool>* cancel) const {
   std::shared_ptr<torch::jit::Module> module = module_or_throw();
   // No grad, but not inference mode: tensors keep their version counters, so
   // the Gram of a tensor reduced earlier in the pass can be reused unless an
@@ -129,8 +123,8 @@ void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver
   std::vector<c10::IValue> args;
   args.reserve(inputs.size());
   for (const auto& input : inputs) args.emplace_back(input.to(device_));
-  TapScope scope(&receiver);
-  run(*module, std::move(args), what);
+  TapScope scope(&receiver, cancel);
+  run(*module, std::move(args), what, cancel);
 }
 
 void Model::forward_only(const std::vector<at::Tensor>& inputs, const std::string& what) const {
@@ -147,17 +141,86 @@ void Model::forward_only(const std::vector<at::Tensor>& inputs, const std::strin
   }
 }
 
-c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what) const {
+namespace {
+
+// NumPy-style names, as the JS side uses.
+std::string dtype_name(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(type);
+  }
+}
+
+// libtorch's ways of saying a forward pass touched a device other than the
+// one its inputs are on: code written or traced for a GPU keeps its device.
+bool device_trouble(const std::string& message) {
+  static const char* signs[] = {"Expected all tensors to be on the same device",
+                                "Cannot initialize CUDA without ATen_cuda library",
+                                "Torch not compiled with CUDA enabled",
+                                "Found no NVIDIA driver",
+                                "no CUDA-capable device is detected",
+                                "with arguments from the 'CUDA' backend",
+                                "is on CPU, different from other tensors on cuda",
+                                "Expected object of device type"};
+  for (const char* sign : signs) {
+    if (message.find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what,
+                       const std::atomic<bool>* cancel) const {
+  // "float32 [6, 10]", for messages: most failures are a batch of the wrong shape or dtype.
+  std::string given;
+  for (const auto& arg : args) {
+    if (!arg.isTensor()) continue;
+    const at::Tensor& t = arg.toTensor();
+    given += (given.empty() ? "" : ", ") + dtype_name(t.scalar_type()) + " " + c10::str(t.sizes());
+  }
+  auto failed = [&](const std::string& raw) -> CkaError {
+    if (cancel != nullptr && cancel->load()) {
+      return CkaError(codes::kAborted, "compare() was aborted during " + what + "; nothing from it was added");
+    }
+    const std::string message = interpreter_error(raw);
+    if (device_trouble(raw)) {
+      const std::string first = message.substr(0, message.find('\n'));
+      return CkaError(codes::kDeviceMismatch,
+                      "Model " + label_ + " was loaded on " + device_.str() +
+                          ", but its forward uses another device on " + what +
+                          " (code written or traced for a GPU keeps that device inside the model). Load it on "
+                          "the device it was made for, or export it again on " +
+                          device_.str() + ". libtorch said: " + first);
+    }
+    std::string hint;
+    if (raw.find("dtype") != std::string::npos || raw.find("scalar type") != std::string::npos) {
+      hint = " (the batch's dtype may not be what the model takes)";
+    } else if (raw.find("shape") != std::string::npos || raw.find("size") != std::string::npos ||
+               raw.find("Expected") != std::string::npos || raw.find("dimension") != std::string::npos) {
+      hint = " (the batch's shape may not be what the model takes)";
+    }
+    return CkaError(codes::kForwardFailed, "Model " + label_ + " failed on " + what + ", given " +
+                                               (given.empty() ? std::string("no tensor") : given) + hint + ": " +
+                                               message);
+  };
   try {
     return module.forward(std::move(args));
   } catch (const c10::Error& e) {
-    throw CkaError(codes::kForwardFailed,
-                   "Model " + label_ + " failed on " + what + ": " + interpreter_error(e.what_without_backtrace()));
+    throw failed(e.what_without_backtrace());
   } catch (const CkaError&) {
     throw;
   } catch (const std::exception& e) {
-    throw CkaError(codes::kForwardFailed,
-                   "Model " + label_ + " failed on " + what + ": " + interpreter_error(e.what()));
+    throw failed(e.what());
   }
 }
 

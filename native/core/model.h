@@ -35,8 +35,10 @@ class Model {
 
   // Runs forward on `inputs` (moved to the model's device) with `receiver`
   // installed. `what` names the work for error messages ("batch 3").
-  // Throws ERR_DISPOSED, ERR_FORWARD_FAILED.
-  void forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what) const;
+  // Throws ERR_DISPOSED, ERR_FORWARD_FAILED, ERR_DEVICE_MISMATCH, and
+  // ABORT_ERR when `cancel` turns true during the pass.
+  void forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver, const std::string& what,
+               const std::atomic<bool>* cancel = nullptr) const;
 
   // Runs forward alone, in inference mode, with no receiver installed: what a
   // plain `with torch.inference_mode(): model(x)` costs. Waits for the device.
@@ -55,7 +57,8 @@ class Model {
         std::vector<LayerInfo> layers);
   std::shared_ptr<torch::jit::Module> module_or_throw() const;
   // forward() with libtorch's errors turned into ERR_FORWARD_FAILED.
-  c10::IValue run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what) const;
+  c10::IValue run(torch::jit::Module& module, std::vector<c10::IValue> args, const std::string& what,
+                  const std::atomic<bool>* cancel = nullptr) const;
 
   std::string path_;
   std::string label_;  // 'base name', for messages

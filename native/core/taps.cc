@@ -15,6 +15,7 @@ constexpr const char* kOpName = "torch_cka::tap";
 constexpr const char* kIdAttribute = "_torch_cka_tap_id";
 
 thread_local TapReceiver* current_receiver = nullptr;
+thread_local const std::atomic<bool>* current_cancel = nullptr;
 
 void register_tap_operator() {
   static std::once_flag once;
@@ -29,6 +30,11 @@ void register_tap_operator() {
           stack.pop_back();
           c10::IValue value = std::move(stack.back());
           stack.pop_back();
+          // A cancelled pass stops at the next tapped module; the caller
+          // sees its flag and reports the abort.
+          if (current_cancel != nullptr && current_cancel->load(std::memory_order_relaxed)) {
+            throw std::runtime_error("cancelled");
+          }
           if (id >= 0 && current_receiver != nullptr) current_receiver->on_tap(id, value);
         },
         c10::AliasAnalysisKind::CONSERVATIVE)});
@@ -66,8 +72,15 @@ void insert_tap(torch::jit::Graph& graph) {
 
 }  // namespace
 
-TapScope::TapScope(TapReceiver* receiver) : previous_(current_receiver) { current_receiver = receiver; }
-TapScope::~TapScope() { current_receiver = previous_; }
+TapScope::TapScope(TapReceiver* receiver, const std::atomic<bool>* cancel)
+    : previous_(current_receiver), previous_cancel_(current_cancel) {
+  current_receiver = receiver;
+  current_cancel = cancel;
+}
+TapScope::~TapScope() {
+  current_receiver = previous_;
+  current_cancel = previous_cancel_;
+}
 
 at::Tensor first_tensor(const c10::IValue& value) {
   if (value.isTensor()) return value.toTensor();

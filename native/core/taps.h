@@ -8,6 +8,7 @@
 #include <ATen/core/ivalue.h>
 #include <torch/script.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -21,16 +22,18 @@ class TapReceiver {
   virtual void on_tap(int64_t layer_index, const c10::IValue& output) noexcept = 0;
 };
 
-// Installs `receiver` for the current thread for the scope's lifetime.
+// Installs `receiver` for the current thread for the scope's lifetime. When
+// `cancel` is given and becomes true, the next tap throws, ending the pass.
 class TapScope {
  public:
-  explicit TapScope(TapReceiver* receiver);
+  explicit TapScope(TapReceiver* receiver, const std::atomic<bool>* cancel = nullptr);
   ~TapScope();
   TapScope(const TapScope&) = delete;
   TapScope& operator=(const TapScope&) = delete;
 
  private:
   TapReceiver* previous_;
+  const std::atomic<bool>* previous_cancel_;
 };
 
 struct LayerInfo {

@@ -139,6 +139,20 @@ function warningSink() {
   return { warnings, onWarning: (w) => warnings.push(w) };
 }
 
+/** Writes a float32 C-order .npy file (format 1.0), independently of the package's reader. */
+function writeNpy(file, data, shape) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const total = 10 + header.length + 1;
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  const prefix = Buffer.alloc(10);
+  Buffer.from([0x93]).copy(prefix, 0);
+  prefix.write('NUMPY', 1, 'latin1');
+  prefix[6] = 1;
+  prefix[7] = 0;
+  prefix.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(data.buffer)]));
+}
+
 module.exports = {
   GRAM_TOLERANCE,
   fixture,
@@ -151,4 +165,5 @@ module.exports = {
   maxRelativeError,
   maxAbsoluteError,
   warningSink,
+  writeNpy,
 };

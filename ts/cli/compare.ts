@@ -26,6 +26,12 @@ export interface CompareConfig {
   threads?: number;
   /** False runs the models in turn; see CKAOptions.concurrent. */
   concurrent?: boolean;
+  /** See CKAOptions.skipNonFinite. */
+  skipNonFinite?: boolean;
+  /** Checkpoint file: saved as the run goes, resumed from when it exists. */
+  checkpoint?: string;
+  /** Batches between checkpoint writes. */
+  checkpointEvery?: number;
   data: OpenDatasetOptions;
   out?: string;
   csv?: string;
@@ -100,6 +106,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       ...(data2 ? { dataset2Name: data2.name } : {}),
       ...(config.threads ? { threads: config.threads } : {}),
       ...(config.concurrent === false ? { concurrent: false } : {}),
+      ...(config.skipNonFinite ? { skipNonFinite: true } : {}),
       onWarning,
     });
     say(`${describeModel(model1)}\n${describeModel(model2)}`);
@@ -111,11 +118,24 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     const onSignal = (): void => controller.abort(new Error('interrupted'));
     process.once('SIGINT', onSignal);
     const started = performance.now();
+    const checkpoint = config.checkpoint
+      ? {
+          path: config.checkpoint,
+          ...(config.checkpointEvery ? { every: config.checkpointEvery } : {}),
+          // The readers' options change the samples: a resumed run must use the same.
+          key: JSON.stringify({ data1: config.data1, data2: config.data2 ?? null, options: config.data }),
+        }
+      : undefined;
     try {
-      await cka.compare(data1, data2, {
+      const outcome = await cka.compare(data1, data2, {
         signal: controller.signal,
-        onProgress: ({ batches, samples, skipped }) => progress.update(batches + skipped, samples),
+        ...(checkpoint ? { checkpoint } : {}),
+        onProgress: ({ position, batches, skipped, samples }) => {
+          progress.resumeAt(position - batches - skipped);
+          progress.update(position, samples);
+        },
       });
+      if (outcome.resumed > 0) say(`resumed from ${config.checkpoint}: ${outcome.resumed} batches restored`);
     } finally {
       process.off('SIGINT', onSignal);
       progress.done();

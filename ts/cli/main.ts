@@ -59,6 +59,13 @@ const COMPARE: CommandSpec = {
     device: { type: 'string', value: 'DEV', description: 'cpu (default), cuda or cuda:N' },
     threads: { type: 'string', value: 'N', description: "threads per model (default: libtorch's, OMP_NUM_THREADS)" },
     sequential: { type: 'boolean', description: 'run the two models in turn, not at once' },
+    'skip-non-finite': { type: 'boolean', description: 'skip a batch with NaN/Inf in a layer (default: stop)' },
+    checkpoint: {
+      type: 'string',
+      value: 'FILE',
+      description: 'save progress to FILE as the run goes; resume from it if it exists',
+    },
+    'checkpoint-every': { type: 'string', value: 'N', description: 'batches between checkpoint writes (default 10)' },
     ...DATA_OPTIONS,
     out: { type: 'string', short: 'o', value: 'FILE', description: 'write results.json (export() + the arguments)' },
     csv: { type: 'string', value: 'FILE', description: 'write the matrix as CSV with layer names' },
@@ -148,6 +155,13 @@ function dataOptions(values: Values): OpenDatasetOptions {
   return options;
 }
 
+function checkpointEvery(values: Values): number | undefined {
+  const every = integerValue(values, 'checkpoint-every', 1);
+  if (every !== undefined && values.checkpoint === undefined)
+    throw usageError('--checkpoint-every needs --checkpoint FILE');
+  return every;
+}
+
 const optionalList = (value: string | undefined): string[] | undefined => (value === undefined ? undefined : [value]);
 
 async function compareCommand(argv: string[]): Promise<void> {
@@ -169,6 +183,9 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(stringValue(values, 'device'), 'device'),
     ...pick(integerValue(values, 'threads', 1), 'threads'),
     ...(values.sequential ? { concurrent: false } : {}),
+    ...(values['skip-non-finite'] ? { skipNonFinite: true } : {}),
+    ...pick(stringValue(values, 'checkpoint'), 'checkpoint'),
+    ...pick(checkpointEvery(values), 'checkpointEvery'),
     data: dataOptions(values),
     ...pick(stringValue(values, 'out'), 'out'),
     ...pick(stringValue(values, 'csv'), 'csv'),

@@ -1,6 +1,4 @@
 // What the CLI writes: results.json, the CSV matrix, and text tables.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 
 import type { CKAResult } from '../cka';
 
@@ -22,13 +20,7 @@ export function resultToCsv(result: CKAResult): string {
   return `${lines.join('\r\n')}\r\n`;
 }
 
-/** Writes a file through a temporary name and a rename, creating its folder. */
-export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const temp = `${file}.${process.pid}.tmp`;
-  await writeFile(temp, data);
-  await rename(temp, file);
-}
+export { writeFileAtomic } from '../atomic-file';
 
 /** Lays out rows of cells as aligned columns; `right` marks right-aligned columns. */
 export function table(rows: readonly (readonly string[])[], right: readonly number[] = []): string {

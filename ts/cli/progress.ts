@@ -32,6 +32,7 @@ export class Progress {
   private drawn = false;
   private batches = 0;
   private samples = 0;
+  private base = 0;
 
   constructor(stream: NodeJS.WriteStream, options: ProgressOptions = {}) {
     this.stream = stream;
@@ -50,7 +51,8 @@ export class Progress {
     const parts: string[] = [];
     if (this.total !== undefined && this.total > 0) {
       const fraction = Math.min(1, this.batches / this.total);
-      const eta = this.batches > 0 ? (elapsed / this.batches) * (this.total - this.batches) : Number.NaN;
+      const done = this.batches - this.base;
+      const eta = done > 0 ? (elapsed / done) * (this.total - this.batches) : Number.NaN;
       parts.push(`batch ${this.batches}/${this.total} (${Math.floor(fraction * 100)}%)`);
       parts.push(`${rate.toFixed(rate >= 100 ? 0 : 1)} samples/s`);
       parts.push(`ETA ${formatDuration(eta)}`);
@@ -59,6 +61,11 @@ export class Progress {
     }
     parts.push(`elapsed ${formatDuration(elapsed)}`);
     return parts.join(', ');
+  }
+
+  /** Batches done before this run (restored from a checkpoint): shown, but not counted in the rate. */
+  resumeAt(batches: number): void {
+    this.base = batches;
   }
 
   update(batches: number, samples: number): void {

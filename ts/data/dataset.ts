@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { describe as describeValue, invalidArgType, invalidArgValue } from '../errors';
 import type { DType, Tensor } from '../tensor';
 import { type ResolvedDataOptions, shuffledIndices } from './options';
 
@@ -6,7 +7,11 @@ export type DataFormat = 'npy' | 'cifar10' | 'idx' | 'images';
 
 /** @internal Reads the batches of one pass; closed when the pass ends, however it ends. */
 export interface BatchReader {
-  /** The samples at positions start..start+count-1 of the pass (in `order`, or in file order when it is null). */
+  /**
+   * The samples at positions start..start+count-1 of the pass (in `order`, or in
+   * file order when it is null). Calls come in increasing `start`, possibly
+   * with gaps (a resumed pass skips its first batches).
+   */
   read(start: number, count: number): Promise<Tensor>;
   close(): Promise<void>;
 }
@@ -78,12 +83,35 @@ export class Dataset implements AsyncIterable<Tensor> {
     return `Dataset(${this.describe()})`;
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<Tensor, void, undefined> {
+  [Symbol.asyncIterator](): AsyncGenerator<Tensor, void, undefined> {
+    return this.pass(0);
+  }
+
+  /**
+   * The batches of a pass from batch index `start` on, for resuming a run:
+   * the same tensors as a full pass (same shuffle, limit and dropLast) less the
+   * first `start` batches, whose records are not read (a gzipped IDX file read
+   * in file order is still decompressed up to them). `batches(0)` is a full
+   * pass; a `start` at or past {@link batchCount} yields nothing. Each
+   * `for await` over the result is a fresh pass.
+   */
+  batches(start: number): AsyncIterable<Tensor> {
+    if (typeof start !== 'number' || !Number.isInteger(start)) {
+      throw invalidArgType(`Expected a non-negative integer for start but received ${describeValue(start)}`);
+    }
+    if (start < 0 || !Number.isSafeInteger(start)) {
+      throw invalidArgValue(`Expected a non-negative safe integer for start but received ${start}`);
+    }
+    return { [Symbol.asyncIterator]: () => this.pass(start) };
+  }
+
+  /** One pass from batch `first` on; the reader is closed however the pass ends. */
+  private async *pass(first: number): AsyncGenerator<Tensor, void, undefined> {
     const batches = this.batchCount;
-    if (batches === 0) return;
+    if (first >= batches) return;
     const reader = await this.source.open(this.passOrder());
     try {
-      for (let b = 0; b < batches; b += 1) {
+      for (let b = first; b < batches; b += 1) {
         const start = b * this.batchSize;
         yield await reader.read(start, Math.min(this.batchSize, this.length - start));
       }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
+import { ErrorCodes, makeError } from '../errors';
 import { requireString } from '../is';
 import { Tensor, type TensorData } from '../tensor';
 import { type BatchReader, type BatchSource, Dataset } from './dataset';
@@ -139,19 +140,28 @@ class GzipStreamReader implements BatchReader {
   }
 
   async read(start: number, count: number): Promise<Tensor> {
-    if (start !== this.next) throw new Error(`internal: gzip records must be read in order (${start} != ${this.next})`);
+    if (start < this.next) {
+      throw makeError(
+        Error,
+        ErrorCodes.INTERNAL,
+        `gzip records must be read in order (record ${start} after ${this.next})`,
+      );
+    }
     const { recordBytes } = this.layout;
     if (!this.skipped) {
       await this.take(new Uint8Array(this.headerBytes), 0);
       this.skipped = true;
     }
+    if (start > this.next) {
+      // A resumed pass: the records before `start` are decompressed and dropped.
+      const bytes = (start - this.next) * recordBytes;
+      const got = await this.consume(bytes, this.next, null);
+      if (got < bytes) throw this.cutOff(this.next + Math.floor(got / recordBytes));
+      this.next = start;
+    }
     const raw = new Uint8Array(count * recordBytes);
     const got = await this.take(raw, start);
-    if (got < raw.length) {
-      throw truncated(
-        `${this.file} ends inside record ${start + Math.floor(got / recordBytes)}: expected ${this.layout.segments[0]?.count} records of ${recordBytes} bytes after gunzip`,
-      );
-    }
+    if (got < raw.length) throw this.cutOff(start + Math.floor(got / recordBytes));
     this.next = start + count;
     return new Tensor(this.layout.decode(raw, count), [count, ...this.layout.sampleShape]);
   }
@@ -167,9 +177,18 @@ class GzipStreamReader implements BatchReader {
   }
 
   /** Fills `target` from the stream; returns the bytes it got (fewer only at the end). */
-  private async take(target: Uint8Array, record: number): Promise<number> {
+  private take(target: Uint8Array, record: number): Promise<number> {
+    return this.consume(target.length, record, target);
+  }
+
+  /**
+   * Takes `length` bytes of the stream into `target`, or drops them when it is
+   * null; returns the bytes taken (fewer only at the end). `record` is the
+   * record the bytes start at, for messages.
+   */
+  private async consume(length: number, record: number, target: Uint8Array | null): Promise<number> {
     let filled = 0;
-    while (filled < target.length) {
+    while (filled < length) {
       if (this.pending.length === 0) {
         let step: IteratorResult<Buffer>;
         try {
@@ -180,12 +199,18 @@ class GzipStreamReader implements BatchReader {
         if (step.done) break;
         this.pending = step.value;
       }
-      const n = Math.min(this.pending.length, target.length - filled);
-      target.set(this.pending.subarray(0, n), filled);
+      const n = Math.min(this.pending.length, length - filled);
+      target?.set(this.pending.subarray(0, n), filled);
       this.pending = this.pending.subarray(n);
       filled += n;
     }
     return filled;
+  }
+
+  private cutOff(record: number): Error {
+    return truncated(
+      `${this.file} ends inside record ${record}: expected ${this.layout.segments[0]?.count} records of ${this.layout.recordBytes} bytes after gunzip`,
+    );
   }
 }
 
@@ -240,12 +265,13 @@ export async function readIdx(file: string, options?: IdxOptions): Promise<Datas
     shortBy(size);
   } else {
     // The gzip trailer holds the decompressed size mod 2^32; only when it
-    // disagrees is the whole file decompressed to find where it ends.
+    // disagrees, or cannot tell (4 GiB or more), is the whole file
+    // decompressed to find where it ends.
     const tail = new Uint8Array(4);
     const handle = await openFile(file);
     const got = await readAt(handle, tail, 0, 4, Math.max(0, size - 4)).finally(() => handle.close());
     const trailer = got === 4 && size >= 18 ? new DataView(tail.buffer).getUint32(0, true) : -1;
-    if (trailer !== needed % 4294967296) {
+    if (needed >= 4294967296 || trailer !== needed) {
       const { length, cut } = await gunzippedLength(file);
       shortBy(length);
       if (cut) throw truncated(`${file} is cut off after ${length} bytes of gzip output (all records present)`);

@@ -66,11 +66,15 @@ function parseHeader(file: string, text: string, dataOffset: number): NpyHeader 
   if (shape.length === 0) {
     throw badFormat(`Expected an array of samples (N x ...) in ${file} but found a 0-d array (shape ())`);
   }
+  // Samples without values would make a pass of any length out of no data.
+  if (shape.slice(1).some((d) => d === 0)) {
+    throw badFormat(`Expected non-zero sample dimensions in ${file} but found the shape (${shape.join(', ')})`);
+  }
   return { dtype: known.dtype, itemBytes: known.bytes, shape, dataOffset };
 }
 
-/** Reads and checks the magic and header of a .npy file. */
-async function readHeader(file: string): Promise<NpyHeader> {
+/** Reads and checks the magic and header of a .npy file of `size` bytes. */
+async function readHeader(file: string, size: number): Promise<NpyHeader> {
   const handle = await openFile(file);
   try {
     const head = new Uint8Array(12);
@@ -92,6 +96,12 @@ async function readHeader(file: string): Promise<NpyHeader> {
     const view = new DataView(head.buffer);
     const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
     const start = 8 + lengthBytes;
+    // The length comes from the file: check it against the file's size before allocating it.
+    if (start + headerLength > size) {
+      throw truncated(
+        `${file} ends inside its .npy header: it promises ${headerLength} header bytes but has ${Math.max(0, size - start)}`,
+      );
+    }
     const header = new Uint8Array(headerLength);
     const headerGot = await readAt(handle, header, 0, headerLength, start);
     if (headerGot < headerLength) {
@@ -128,7 +138,7 @@ export async function readNpy(file: string, options?: NpyOptions): Promise<Datas
   requireString(file, 'path');
   const { data } = resolveDataOptions(options);
   const stats = await statFile(file, 'a .npy file');
-  const header = await readHeader(file);
+  const header = await readHeader(file, stats.size);
   const [records = 0, ...sampleShape] = header.shape;
   const recordBytes = sampleShape.reduce((a, b) => a * b, header.itemBytes);
   const needed = header.dataOffset + records * recordBytes;

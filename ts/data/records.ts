@@ -1,5 +1,6 @@
 // Random access to fixed-size records in one or more files, read with FileHandle reads at offsets.
 import type * as fs from 'node:fs';
+import { ErrorCodes, makeError } from '../errors';
 import { Tensor, type TensorData } from '../tensor';
 import type { BatchReader } from './dataset';
 import { openFile, readAt, truncated } from './files';
@@ -61,7 +62,10 @@ export class RecordReader implements BatchReader {
         reads.push(this.readRun(order[start + k] as number, run, raw, k * recordBytes));
         k += run;
       }
-      await Promise.all(reads);
+      // Every read has ended before the batch fails or succeeds, so none is
+      // left running into a reader that is being closed.
+      const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
+      if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
     }
     return new Tensor(this.layout.decode(raw, count), [count, ...this.layout.sampleShape]);
   }
@@ -102,6 +106,9 @@ export class RecordReader implements BatchReader {
   }
 
   private handle(segment: number): Promise<fs.promises.FileHandle> {
+    if (this.closed) {
+      return Promise.reject(makeError(Error, ErrorCodes.INTERNAL, 'a record was read after the reader was closed'));
+    }
     let handle = this.handles.get(segment);
     if (handle === undefined) {
       handle = openFile((this.layout.segments[segment] as RecordSegment).file);
