@@ -84,6 +84,7 @@ def main():
     write('state_dict.pt', saved(net.state_dict()))
     write('checkpoint.pt', saved({'epoch': 3, 'model_state_dict': net.state_dict(), 'best_accuracy': 0.9}))
     write('pickled_module.pt', saved(net))
+    # (The pre-1.6 format keys storages by Python object ids: this file's bytes differ on every run.)
     write('legacy_state_dict.pt', saved(net.state_dict(), _use_new_zipfile_serialization=False))
 
     # TorchScript from a newer PyTorch: a file format version beyond libtorch
@@ -143,6 +144,15 @@ def main():
     write('short_tensor_record.pt', rezip(good, short_record))
     write('empty_tensor_record.pt', rezip(traced, lambda name, data: b'' if name.endswith('/data/0') else data))
     write('crashes_libtorch.pt', rezip(good, mangled_code))
+
+    # A loop that never ends in practice: 2**31 - 1 calls of a submodule per forward.
+    def endless(name, data):
+        if name.endswith('code/__torch__.py'):
+            assert b'range(torch.add(_0, 1))' in data
+            return data.replace(b'range(torch.add(_0, 1))', b'range(torch.add(_0, 2147483647))', 1)
+        return data
+
+    write('endless_loop.pt', rezip(os.path.join(FIXTURES, 'dynamic_scripted.pt'), endless))
 
     cuda = io.BytesIO()
     torch.jit.save(torch.jit.script(ToCuda()), cuda)

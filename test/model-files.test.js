@@ -168,3 +168,15 @@ describe('devices: a model made for a GPU, run on the CPU', () => {
     model.dispose();
   });
 });
+
+describe('a model that loops without end', () => {
+  it('is stopped with ERR_LAYER_CALL_COUNT after 100,000 submodule calls in one pass', async () => {
+    const model = await loadModel(bad('endless_loop.pt'));
+    const cka = new CKA(model, model, { onWarning: () => {} });
+    await assert.rejects(cka.compare(randomBatches(41, [6], [6])), {
+      code: 'ERR_LAYER_CALL_COUNT',
+      message: /Model 'endless_loop' was stopped on batch 0 after 100000 calls of its submodules in one forward pass/,
+    });
+    model.dispose();
+  });
+});

@@ -84,7 +84,10 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
 
 int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
   c10::TensorImpl* impl = feature.unsafeGetTensorImpl();
-  for (const Reduced& r : reduced_) {
+  // By address (a freed tensor's address can come back: the weak pointer tells).
+  const auto [first, last] = reduced_index_.equal_range(impl);
+  for (auto it = first; it != last; ++it) {
+    const Reduced& r = reduced_[it->second];
     auto alive = r.impl.lock();
     if (alive.get() != impl) continue;
     if (r.version == static_cast<int64_t>(feature._version()) && r.offset == feature.storage_offset() &&
@@ -97,6 +100,7 @@ int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
 
 void GramCollector::remember(const at::Tensor& feature, int64_t slot) {
   if (feature.is_inference()) return;  // no version counter: in-place changes could not be seen
+  reduced_index_.emplace(feature.unsafeGetTensorImpl(), reduced_.size());
   reduced_.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(feature.getIntrusivePtr()),
                       static_cast<int64_t>(feature._version()), feature.storage_offset(), feature.sizes().vec(),
                       feature.strides().vec(), feature.scalar_type(), slot});

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "layer_select.h"
@@ -101,7 +102,8 @@ class GramCollector : public TapReceiver {
     int64_t slot;
   };
   std::vector<Reduced> reduced_;
-  at::Tensor workspace_;  // centred copies, one layer at a time
+  std::unordered_multimap<const void*, size_t> reduced_index_;  // TensorImpl address -> reduced_ entry
+  at::Tensor workspace_;                                        // centred copies, one layer at a time
   int64_t reused_ = 0;
   std::string error_code_, error_message_;
   int64_t error_layer_ = -1;

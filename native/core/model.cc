@@ -124,7 +124,14 @@ void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver
   args.reserve(inputs.size());
   for (const auto& input : inputs) args.emplace_back(input.to(device_));
   TapScope scope(&receiver, cancel);
-  run(*module, std::move(args), what, cancel);
+  try {
+    run(*module, std::move(args), what, cancel);
+  } catch (const CkaError&) {
+    if (!scope.over_limit()) throw;
+    throw CkaError(codes::kLayerCallCount,
+                   "Model " + label_ + " was stopped on " + what + " after " + std::to_string(kMaxTapCalls) +
+                       " calls of its submodules in one forward pass: does it loop without end?");
+  }
 }
 
 void Model::forward_only(const std::vector<at::Tensor>& inputs, const std::string& what) const {

@@ -16,6 +16,7 @@ constexpr const char* kIdAttribute = "_torch_cka_tap_id";
 
 thread_local TapReceiver* current_receiver = nullptr;
 thread_local const std::atomic<bool>* current_cancel = nullptr;
+thread_local int64_t current_calls = 0;
 
 void register_tap_operator() {
   static std::once_flag once;
@@ -35,6 +36,9 @@ void register_tap_operator() {
           if (current_cancel != nullptr && current_cancel->load(std::memory_order_relaxed)) {
             throw std::runtime_error("cancelled");
           }
+          // A model that loops without end (or a damaged one) would record
+          // outputs until memory runs out: stop it (see TapScope::over_limit).
+          if (++current_calls > kMaxTapCalls) throw std::runtime_error("too many calls");
           if (id >= 0 && current_receiver != nullptr) current_receiver->on_tap(id, value);
         },
         c10::AliasAnalysisKind::CONSERVATIVE)});
@@ -73,14 +77,17 @@ void insert_tap(torch::jit::Graph& graph) {
 }  // namespace
 
 TapScope::TapScope(TapReceiver* receiver, const std::atomic<bool>* cancel)
-    : previous_(current_receiver), previous_cancel_(current_cancel) {
+    : previous_(current_receiver), previous_cancel_(current_cancel), previous_calls_(current_calls) {
   current_receiver = receiver;
   current_cancel = cancel;
+  current_calls = 0;
 }
 TapScope::~TapScope() {
   current_receiver = previous_;
   current_cancel = previous_cancel_;
+  current_calls = previous_calls_;
 }
+bool TapScope::over_limit() const { return current_calls > kMaxTapCalls; }
 
 at::Tensor first_tensor(const c10::IValue& value) {
   if (value.isTensor()) return value.toTensor();

@@ -22,18 +22,27 @@ class TapReceiver {
   virtual void on_tap(int64_t layer_index, const c10::IValue& output) noexcept = 0;
 };
 
+// Calls of tapped submodules allowed in one forward pass: far beyond real
+// models (an RNN unrolled over 1,000 steps makes thousands), it
+// stops a model that loops without end before its recorded outputs fill
+// memory.
+inline constexpr int64_t kMaxTapCalls = 100000;
+
 // Installs `receiver` for the current thread for the scope's lifetime. When
 // `cancel` is given and becomes true, the next tap throws, ending the pass.
 class TapScope {
  public:
   explicit TapScope(TapReceiver* receiver, const std::atomic<bool>* cancel = nullptr);
   ~TapScope();
+  // Whether the pass made more than kMaxTapCalls tapped calls (and was stopped).
+  bool over_limit() const;
   TapScope(const TapScope&) = delete;
   TapScope& operator=(const TapScope&) = delete;
 
  private:
   TapReceiver* previous_;
   const std::atomic<bool>* previous_cancel_;
+  int64_t previous_calls_;
 };
 
 struct LayerInfo {
