@@ -389,7 +389,8 @@ export class CKA {
     } catch (error) {
       // A batch still running finishes (adding to the sums or not) before this rejects.
       await Promise.allSettled([running, first?.return?.(), second?.return?.()]);
-      await saver?.final();
+      // Keep what was compared before the failure; a failing write must not hide the first error.
+      await saver?.final().catch(() => undefined);
       if ((error as { code?: unknown }).code === ErrorCodes.ABORTED && signal?.aborted) throw abortError(signal);
       throw error;
     } finally {

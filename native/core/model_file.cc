@@ -300,8 +300,6 @@ std::string check_pickle(const std::string& pkl, std::vector<StorageRef>* storag
     at = newline + 1;
     return true;
   };
-  const size_t floor_of = 0;
-  (void)floor_of;
   auto above_mark = [&]() { return stack.size() - (marks.empty() ? 0 : marks.back()); };
   auto need_items = [&](size_t count, size_t op_at) {
     if (above_mark() >= count) return true;
