@@ -20,7 +20,7 @@ const CRASH =
 // A large batch: one native step of this size takes well over a second here
 // (its Gram matrices are 1024 x 1024), so it is still running when the
 // process or Worker is told to go away.
-const LARGE = 1024;
+const LARGE = 2048; // a batch that runs for a second or more in native code, even on a fast machine
 
 let dir;
 let scripts = 0;
@@ -156,7 +156,7 @@ const workerCode = \`
     assert.deepEqual(r2.cka, expected);
   });
 
-  for (const delay of [0, 150, 600]) {
+  for (const delay of [0, 150, 400]) {
     it(`exits cleanly on process.exit(0) ${delay} ms into a long native batch`, async () => {
       const run = await runScript(`
 (async () => {
