@@ -5,6 +5,7 @@
       "sources": [
         "native/core/blas.cc",
         "native/core/device.cc",
+        "native/core/distributed.cc",
         "native/core/engine.cc",
         "native/core/errors.cc",
         "native/core/gram.cc",
@@ -16,6 +17,7 @@
         "native/addon/addon.cc",
         "native/addon/cka_wrap.cc",
         "native/addon/convert.cc",
+        "native/addon/group_wrap.cc",
         "native/addon/js_errors.cc",
         "native/addon/model_wrap.cc"
       ],

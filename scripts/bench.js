@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // npm run bench: compare() against the forward-pass floor.
 //
-//   node scripts/bench.js [--workloads A,B,S,C] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node scripts/bench.js [--workloads A,B,S,C,D] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//
+// D (distributed) runs workload A's models over 32 batches of 32 in 1 process
+// x 1 thread and in 2 processes x 1 thread (c10d on 127.0.0.1, Gloo), paired
+// per round, and reports the speed-up and the all-reduce's share of the time.
 //
 // Each configuration runs in a child process of its own (so that peak RSS is
 // its own), which:
@@ -48,6 +52,13 @@ const WORKLOADS = {
     sizes: [32, 128],
     same: true,
   },
+  D: {
+    title: 'D: distributed, ResNet18 vs ResNet34 (every submodule), 1 process x 1 thread vs 2 processes x 1 thread',
+    models: ['resnet18', 'resnet34'],
+    shape: [3, 32, 32],
+    batches: 32,
+    n: 32,
+  },
   C: {
     title: 'C: scaling, L tapped Linear(256) layers on each side',
     chains: [50, 200, 500],
@@ -59,7 +70,7 @@ const WORKLOADS = {
 
 function parseArgs(argv) {
   const args = {
-    workloads: ['A', 'B', 'S', 'C'],
+    workloads: ['A', 'B', 'S', 'C', 'D'],
     threads: null,
     runs: 5,
     quick: false,
@@ -111,7 +122,8 @@ function plan(args) {
   const configs = [];
   for (const key of args.workloads) {
     const w = WORKLOADS[key];
-    if (!w) throw new Error(`Unknown workload ${key} (A, B, S or C)`);
+    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C or D)`);
+    if (key === 'D') continue; // distributedBench()
     if (key === 'C') {
       const chains = args.quick ? [50, 200] : w.chains;
       const sizes = args.quick ? [64, 256] : w.sizes;
@@ -165,6 +177,153 @@ const median = (xs) => {
 };
 const stat = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 
+/** Fixed-seed normal inputs (mulberry32 + Box-Muller): the same in every process. */
+function makeBatches(config) {
+  let state = 12345;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+  };
+  const size = config.shape.reduce((a, b) => a * b, config.n);
+  return Array.from({ length: config.batches }, () => {
+    const data = new Float32Array(size);
+    for (let i = 0; i < size; i += 1) data[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    return { data, shape: [config.n, ...config.shape] };
+  });
+}
+
+/**
+ * Runs in a child of workload D: one rank (or the whole job when WORLD_SIZE
+ * is unset). Warms up on two batches without distribution, then times one
+ * compare() over all batches; prints one JSON line.
+ */
+async function distributedChild(config) {
+  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
+  const file = (name) => path.join(MODELS, `${name}.pt`);
+  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
+  const m2 = await loadModel(file(config.models[1]), { name: config.models[1] });
+  const batches = makeBatches(config);
+  const options = { threads: 1, concurrent: false, onWarning: () => {} };
+  await new CKA(m1, m2, options).compare(batches.slice(0, 2)); // warm-up, not timed
+  const cka = new CKA(m1, m2, options);
+  const distributed = process.env.WORLD_SIZE ? { distributed: true } : {};
+  const t = performance.now();
+  const summary = await cka.compare(batches, undefined, distributed);
+  const ms = performance.now() - t;
+  const timings = summary.distributed?.timings ?? { rendezvous: 0, wait: 0, allreduce: 0 };
+  const result = cka.export();
+  return {
+    // The work after everyone arrived: this rank's share, the wait, the all-reduce.
+    ms: ms - timings.rendezvous,
+    totalMs: ms,
+    timings,
+    batches: summary.distributed?.local.batches ?? summary.batches,
+    cka: result.cka,
+  };
+}
+
+/** Workload D: 1 process x 1 thread against 2 processes x 1 thread, paired per round. */
+async function distributedBench(args) {
+  const w = WORKLOADS.D;
+  const config = { ...w, batches: args.quick ? 4 : w.batches };
+  const runs = Math.min(args.runs, args.quick ? 1 : 3);
+  const env = { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
+  for (const key of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT']) delete env[key];
+  const run = (extra) =>
+    new Promise((resolve, reject) => {
+      const { execFile } = require('node:child_process');
+      execFile(
+        process.execPath,
+        [__filename, '--dist-child', JSON.stringify(config)],
+        { env: { ...env, ...extra }, maxBuffer: 1 << 24 },
+        (error, stdout, stderr) =>
+          error
+            ? reject(new Error(`${error.message}\n${stderr}`))
+            : resolve(JSON.parse(stdout.trim().split('\n').pop())),
+      );
+    });
+  const rounds = [];
+  for (let r = 0; r < runs; r += 1) {
+    process.stdout.write(`  D round ${r + 1}/${runs} ...`);
+    const one = await run({});
+    const port = String(29600 + ((process.pid + r) % 300));
+    const ranks = await Promise.all(
+      [0, 1].map((rank) =>
+        run({
+          RANK: String(rank),
+          LOCAL_RANK: String(rank),
+          WORLD_SIZE: '2',
+          MASTER_ADDR: '127.0.0.1',
+          MASTER_PORT: port,
+        }),
+      ),
+    );
+    const two = Math.max(...ranks.map((x) => x.ms));
+    const twoTotal = Math.max(...ranks.map((x) => x.totalMs));
+    let diff = 0;
+    for (const rank of ranks) {
+      rank.cka.forEach((row, i) =>
+        row.forEach((v, j) => {
+          if (v !== null) diff = Math.max(diff, Math.abs(v - one.cka[i][j]));
+        }),
+      );
+    }
+    const round = {
+      oneProcessMs: one.ms,
+      twoProcessMs: two,
+      speedup: one.ms / two,
+      twoProcessTotalMs: twoTotal,
+      speedupWithStartup: one.totalMs / twoTotal,
+      allreduceMs: Math.max(...ranks.map((x) => x.timings.allreduce)),
+      allreduceShare: Math.max(...ranks.map((x) => x.timings.allreduce)) / two,
+      waitShare: Math.max(...ranks.map((x) => x.timings.wait)) / two,
+      rendezvousMs: Math.max(...ranks.map((x) => x.timings.rendezvous)),
+      shares: ranks.map((x) => x.batches),
+      maxDifference: diff,
+    };
+    rounds.push(round);
+    process.stdout.write(` speed-up ${round.speedup.toFixed(2)}\n`);
+  }
+  const pick = (key) => stat(rounds.map((x) => x[key]));
+  return {
+    workload: 'D',
+    title: w.title,
+    n: config.n,
+    batches: config.batches,
+    threadsPerProcess: 1,
+    runs,
+    oneProcessMs: pick('oneProcessMs'),
+    twoProcessMs: pick('twoProcessMs'),
+    speedup: pick('speedup'),
+    twoProcessTotalMs: pick('twoProcessTotalMs'),
+    speedupWithStartup: pick('speedupWithStartup'),
+    allreduceMs: pick('allreduceMs'),
+    allreduceShare: pick('allreduceShare'),
+    waitShare: pick('waitShare'),
+    rendezvousMs: pick('rendezvousMs'),
+    maxDifference: Math.max(...rounds.map((x) => x.maxDifference)),
+    rounds,
+  };
+}
+
+function distributedTable(d) {
+  const pct = (x) => `${(x * 100).toFixed(2)}%`;
+  return [
+    d.title,
+    `  ${d.batches} batches of ${d.n}, 1 thread per process (OMP_NUM_THREADS=1), models in turn; ${d.runs} paired rounds, median [min-max]`,
+    `  1 process:   ${range(d.oneProcessMs, 0, ' ms')}`,
+    `  2 processes: ${range(d.twoProcessMs, 0, ' ms')} after a start-up of ${range(d.rendezvousMs, 0, ' ms')} ` +
+      '(hashing the model files for the check, connecting, waiting for the other rank)',
+    `  speed-up:    ${range(d.speedup, 2, 'x')}; with the start-up: ${range(d.speedupWithStartup, 2, 'x')}`,
+    `  all-reduce:  ${range(d.allreduceMs, 1, ' ms')}, ${pct(d.allreduceShare.median)} of the 2-process time ` +
+      `(waiting for the other rank: ${pct(d.waitShare.median)})`,
+    `  largest |CKA(2 processes) - CKA(1 process)|: ${d.maxDifference.toExponential(2)}`,
+  ].join('\n');
+}
+
 /** Runs in the child: one configuration, printed as one JSON line. */
 async function child(config) {
   const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
@@ -178,21 +337,8 @@ async function child(config) {
   const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
   const m2 = config.same ? m1 : await loadModel(file(config.models[1]), { name: config.models[1] });
 
-  // Inputs from a fixed seed (mulberry32 + Box-Muller), the same for floor and compare.
-  let state = 12345;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
-  };
-  const size = config.shape.reduce((a, b) => a * b, config.n);
-  const batches = Array.from({ length: config.batches }, () => {
-    const data = new Float32Array(size);
-    for (let i = 0; i < size; i += 1) data[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-    return { data, shape: [config.n, ...config.shape] };
-  });
+  // Inputs from a fixed seed, the same for floor and compare.
+  const batches = makeBatches(config);
 
   const floor = async () => {
     const t = performance.now();
@@ -309,8 +455,9 @@ function table(results) {
 }
 
 async function main() {
-  if (process.argv[2] === '--child') {
-    const result = await child(JSON.parse(process.argv[3]));
+  if (process.argv[2] === '--child' || process.argv[2] === '--dist-child') {
+    const config = JSON.parse(process.argv[3]);
+    const result = process.argv[2] === '--child' ? await child(config) : await distributedChild(config);
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
@@ -341,10 +488,17 @@ async function main() {
     results.push(result);
     process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
   }
-  console.log(`\n${table(results)}\n`);
-  console.log(
-    "floor: both models' bare forward passes in turn (inference mode, same threads); ratios are per round, median [min-max].",
-  );
+  if (results.length > 0) {
+    console.log(`\n${table(results)}\n`);
+    console.log(
+      "floor: both models' bare forward passes in turn (inference mode, same threads); ratios are per round, median [min-max].",
+    );
+  }
+  let distributed = null;
+  if (args.workloads.includes('D')) {
+    distributed = await distributedBench(args);
+    console.log(`\n${distributedTable(distributed)}\n`);
+  }
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   const report = {
     date: new Date().toISOString(),
@@ -353,6 +507,7 @@ async function main() {
     node: process.version,
     runs: args.runs,
     results,
+    ...(distributed ? { distributed } : {}),
   };
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`wrote ${path.relative(process.cwd(), args.out)}`);

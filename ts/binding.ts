@@ -102,6 +102,33 @@ export interface NativeCka {
   cancel(): void;
   state(): NativeState;
   restore(state: NativeState): void;
+  /** Drops the sums, counts and planned rows. */
+  reset(): void;
+}
+
+export interface NativeGroupConfig {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  timeoutMs: number;
+  backend: string;
+  /** NCCL: the rank's GPU index; -1 otherwise. */
+  cudaDevice: number;
+  /** Gloo's network interface; '' picks it by address. */
+  ifname: string;
+}
+
+/** A c10d rendezvous store plus collective backend; every method runs off the main thread. */
+export interface NativeGroup {
+  set(key: string, value: string): Promise<void>;
+  /** null for keys not set; does not wait for them. */
+  get(keys: string[]): Promise<Array<string | null>>;
+  add(key: string, delta: number): Promise<number>;
+  connectBackend(): Promise<void>;
+  allreduce(values: Float64Array): Promise<Float64Array>;
+  /** Rank 0 first waits (up to lingerMs) for the counter finishedKey to reach expected. */
+  close(finishedKey: string, lingerMs: number, expected: number): Promise<void>;
 }
 
 export interface RuntimeInfo {
@@ -116,12 +143,15 @@ export interface RuntimeInfo {
   cores: number;
   /** The BLAS found in the process, e.g. `openblas (syrk)`. */
   blas: string;
+  /** Collective backends of this build for distributed compare(): 'gloo', 'nccl'. */
+  distributedBackends: string[];
 }
 
 export interface Binding {
   loadModel(path: string, device: string, instrument?: boolean): Promise<NativeModel>;
   NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCkaOptions) => NativeCka;
   runtimeInfo(): RuntimeInfo;
+  connectGroup(config: NativeGroupConfig): Promise<NativeGroup>;
 }
 
 let cached: Binding | undefined;

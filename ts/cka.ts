@@ -1,4 +1,4 @@
-import { binding, type NativeCka, type NativeStats } from './binding';
+import { binding, type NativeCka, type NativeState, type NativeStats } from './binding';
 import {
   assertSameIdentity,
   type Checkpoint,
@@ -10,6 +10,15 @@ import {
   writeCheckpoint,
 } from './checkpoint';
 import { Dataset } from './data/dataset';
+import {
+  type DistributedInfo,
+  type DistributedOptions,
+  DistributedRun,
+  type DistributedTimings,
+  type JobProgress,
+  resolveDistributed,
+  strided,
+} from './distributed';
 import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
 import {
   optionalBoolean,
@@ -83,8 +92,17 @@ export interface CompareProgress {
   samples: number;
   /** Batches skipped so far in this call: fewer than 4 samples, or NaN/Inf with `skipNonFinite`. */
   skipped: number;
-  /** Batches of the sources used so far, compared or skipped, counting those restored from a checkpoint. */
+  /**
+   * Batches of the sources used so far, compared or skipped, counting those
+   * restored from a checkpoint. In a distributed run: the index in the whole
+   * stream of the next batch this rank would take.
+   */
   position: number;
+  /**
+   * In a distributed run: where this rank sits, and on rank 0 the whole job's
+   * progress (summed from the ranks' heartbeats).
+   */
+  distributed?: { rank: number; worldSize: number; job?: JobProgress };
 }
 
 export interface CompareOptions {
@@ -103,6 +121,16 @@ export interface CompareOptions {
    * the same models, layers, data and settings.
    */
   checkpoint?: CheckpointOptions;
+  /**
+   * Shares the batches among processes (and hosts) with PyTorch's c10d: rank
+   * r takes batches r, r + W, r + 2W, ... of the sources, and at the end the
+   * sums of all ranks are added with one all-reduce, so that every rank holds
+   * the whole matrix. `true` reads torchrun's RANK, WORLD_SIZE, LOCAL_RANK,
+   * MASTER_ADDR and MASTER_PORT (as `torch-cka launch` sets them); an object
+   * gives them (or some of them, the rest from the environment). Every rank
+   * must compare the same models, layers, data and settings.
+   */
+  distributed?: boolean | DistributedOptions;
 }
 
 export interface CompareSummary extends CompareProgress {
@@ -110,6 +138,18 @@ export interface CompareSummary extends CompareProgress {
   stoppedEarly: 'data1' | 'data2' | null;
   /** Batches restored from the checkpoint (compared in an earlier run), else 0. */
   resumed: number;
+  /**
+   * In a distributed run: `batches`, `samples` and `skipped` above are the
+   * whole job's; this rank's own share and timings are here.
+   */
+  distributed?: {
+    rank: number;
+    worldSize: number;
+    backend: string;
+    local: { batches: number; samples: number; skipped: number };
+    /** Milliseconds. */
+    timings: DistributedTimings;
+  };
 }
 
 /** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
@@ -169,14 +209,21 @@ function layerList(model: Model, value: unknown, name: string): string[] {
   return expandLayerPatterns(entries ?? [], model.native.layers(), `model '${model.name}' (${model.path})`);
 }
 
-/** Iterators over the sources, past the first `skip` batches of each. */
+/**
+ * Iterators over the sources, past the first `skip` batches of each; with a
+ * `stride` above 1, over every stride-th batch from `first` (>= skip) on.
+ */
 async function resumedIterators(
   data1: unknown,
   data2: unknown,
   skip: number,
+  first = skip,
+  stride = 1,
 ): Promise<[AsyncIterator<Batch> | Iterator<Batch>, AsyncIterator<Batch> | Iterator<Batch> | undefined]> {
   const open = async (data: unknown, what: string): Promise<AsyncIterator<Batch> | Iterator<Batch>> => {
-    if (skip > 0 && data instanceof Dataset) return data.batches(skip)[Symbol.asyncIterator]();
+    if ((first > 0 || stride > 1) && data instanceof Dataset) {
+      return data.batches(first, stride)[Symbol.asyncIterator]();
+    }
     const iterator = iteratorOf(data, what);
     for (let i = 0; i < skip; i += 1) {
       const item = await iterator.next();
@@ -188,7 +235,7 @@ async function resumedIterators(
         );
       }
     }
-    return iterator;
+    return first > skip || stride > 1 ? strided(iterator, first - skip, stride) : iterator;
   };
   return [await open(data1, 'data1'), data2 === undefined ? undefined : await open(data2, 'data2')];
 }
@@ -349,6 +396,8 @@ export class CKA {
       throw invalidArgType(`Expected an AbortSignal for options.signal but received ${describe(signal)}`);
     }
     const checkpoint = opts.checkpoint === undefined ? undefined : checkpointOptions(opts.checkpoint);
+    const dist: DistributedInfo | undefined =
+      opts.distributed === undefined || opts.distributed === false ? undefined : resolveDistributed(opts.distributed);
     // Checked now, so that bad sources fail before anything else happens.
     iterableMethod(data1, 'data1');
     if (data2 !== undefined) iterableMethod(data2, 'data2');
@@ -364,41 +413,120 @@ export class CKA {
     let first: AsyncIterator<Batch> | Iterator<Batch> | undefined;
     let second: AsyncIterator<Batch> | Iterator<Batch> | undefined;
     let saver: CheckpointSaver | undefined;
+    let job: DistributedRun | undefined;
+    // A distributed call sums its own batches over the ranks; what the object
+    // held before is set aside and added back at the end.
+    let before: NativeState | null = null;
     try {
       let position = 0;
-      if (checkpoint) {
-        const identity = await checkpointIdentity(
-          [this.model1, this.model2],
-          this.settings,
-          data1,
-          data2,
-          checkpoint.key,
-        );
-        const saved = await readCheckpoint(checkpoint.path);
+      const startup = performance.now();
+      const identity =
+        checkpoint || dist
+          ? await checkpointIdentity([this.model1, this.model2], this.settings, data1, data2, checkpoint?.key ?? null)
+          : undefined;
+      if (dist && identity) {
+        job = await DistributedRun.start(dist, identity, this.model1.device, startup);
+        before = this.stateOrNull();
+        if (before) this.native.reset();
+      }
+      if (checkpoint && identity) {
+        // Each rank keeps its own share's checkpoint.
+        const file = dist ? `${checkpoint.path}.rank${dist.rank}-of-${dist.worldSize}` : checkpoint.path;
+        const own = dist
+          ? { ...identity, key: [identity.key, `rank ${dist.rank} of ${dist.worldSize}`].filter(Boolean).join(' · ') }
+          : identity;
+        const saved = await readCheckpoint(file);
         if (saved) {
-          this.resume(saved, identity, checkpoint.path);
+          this.resume(saved, own, file);
           position = saved.position;
           summary.position = position;
           summary.resumed = saved.state.batches;
         }
-        saver = new CheckpointSaver(this.native, checkpoint.path, identity, checkpoint.every, position);
+        saver = new CheckpointSaver(this.native, file, own, checkpoint.every, position);
       }
-      [first, second] = await resumedIterators(data1, data2, position);
+      const rank = dist?.rank ?? 0;
+      const stride = dist?.worldSize ?? 1;
+      // This rank's first batch: the first at or after `position` that is its own.
+      const start = position + ((((rank - position) % stride) + stride) % stride);
+      [first, second] = await resumedIterators(data1, data2, position, start, stride);
       if (data2 !== undefined) this.sameData = false;
-      await this.run(first, second, summary, position, signal, onProgress, saver, (p) => (running = p));
+      await this.run(first, second, summary, start, stride, signal, onProgress, saver, job, (p) => (running = p));
+      if (job) await this.finishDistributed(job, before, summary, onProgress);
     } catch (error) {
       // A batch still running finishes (adding to the sums or not) before this rejects.
       await Promise.allSettled([running, first?.return?.(), second?.return?.()]);
       // Keep what was compared before the failure; a failing write must not hide the first error.
       await saver?.final().catch(() => undefined);
+      if (job) {
+        await job.fail(error);
+        // A share alone means nothing: back to what the object held before.
+        this.native.reset();
+        if (before) this.native.restore(before);
+      }
       if ((error as { code?: unknown }).code === ErrorCodes.ABORTED && signal?.aborted) throw abortError(signal);
       throw error;
     } finally {
+      await job?.close();
       signal?.removeEventListener('abort', cancel);
       inFlight.delete(this.native);
       this.running = false;
     }
     return summary;
+  }
+
+  private stateOrNull(): NativeState | null {
+    try {
+      return this.native.state();
+    } catch {
+      return null; // ERR_NO_DATA: nothing compared yet
+    }
+  }
+
+  /** Waits for the other ranks, sums every rank's state into this object, and makes the summary the job's. */
+  private async finishDistributed(
+    job: DistributedRun,
+    before: NativeState | null,
+    summary: CompareSummary,
+    onProgress: ((p: CompareProgress) => void) | undefined,
+  ): Promise<void> {
+    const local = { batches: summary.batches, samples: summary.samples, skipped: summary.skipped };
+    const where = { rank: job.rank, worldSize: job.worldSize };
+    const report =
+      onProgress && job.rank === 0
+        ? (progress: JobProgress): void =>
+            onProgress({ ...local, position: summary.position, distributed: { ...where, job: progress } })
+        : undefined;
+    const total = await job.finish(this.stateOrNull(), { ...local, position: summary.position }, report);
+    let merged = total;
+    if (before && total) {
+      if (JSON.stringify([before.rows1, before.rows2]) !== JSON.stringify([total.rows1, total.rows2])) {
+        throw makeError(
+          Error,
+          ErrorCodes.DIST_MISMATCH,
+          'This CKA object compared batches before, with other layer calls than this distributed run found',
+        );
+      }
+      const add = (a: Float64Array, b: Float64Array): Float64Array => a.map((value, i) => value + (b[i] ?? 0));
+      merged = {
+        ...total,
+        xy: add(before.xy, total.xy),
+        xx: add(before.xx, total.xx),
+        yy: add(before.yy, total.yy),
+        steps: before.steps + total.steps,
+        batches: before.batches + total.batches,
+        samples: before.samples + total.samples,
+        skipped: before.skipped + total.skipped,
+      };
+    } else if (before) {
+      merged = before;
+    }
+    this.native.reset();
+    if (merged) this.native.restore(merged);
+    const progress = job.progress;
+    summary.batches = progress.batches;
+    summary.samples = progress.samples;
+    summary.skipped = progress.skipped;
+    summary.distributed = { ...where, backend: job.backend, local, timings: { ...job.timings } };
   }
 
   private resume(saved: Checkpoint, identity: CheckpointIdentity, file: string): void {
@@ -426,9 +554,11 @@ export class CKA {
     second: AsyncIterator<Batch> | Iterator<Batch> | undefined,
     summary: CompareSummary,
     position: number,
+    stride: number,
     signal: AbortSignal | undefined,
     onProgress: ((p: CompareProgress) => void) | undefined,
     saver: CheckpointSaver | undefined,
+    job: DistributedRun | undefined,
     track: (running: Promise<unknown> | undefined) => void,
   ): Promise<void> {
     const fetch = (): Promise<[IteratorResult<Batch>, IteratorResult<Batch> | undefined]> => {
@@ -475,10 +605,24 @@ export class CKA {
         summary.batches += 1;
         summary.samples += result.n;
       }
-      step += 1;
+      step += stride;
       summary.position = step;
       saver?.committed(step);
-      onProgress?.({ batches: summary.batches, samples: summary.samples, skipped: summary.skipped, position: step });
+      const progress: CompareProgress = {
+        batches: summary.batches,
+        samples: summary.samples,
+        skipped: summary.skipped,
+        position: step,
+      };
+      if (job) {
+        await job.batchDone(progress);
+        progress.distributed = {
+          rank: job.rank,
+          worldSize: job.worldSize,
+          ...(job.rank === 0 ? { job: job.progress } : {}),
+        };
+      }
+      onProgress?.(progress);
     }
     await saver?.final();
   }

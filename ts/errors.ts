@@ -54,6 +54,18 @@ export const ErrorCodes = {
   CHECKPOINT_FORMAT: 'ERR_CHECKPOINT_FORMAT',
   /** A checkpoint was made with other models, layers, data or settings than the comparison it is resumed into. */
   CHECKPOINT_MISMATCH: 'ERR_CHECKPOINT_MISMATCH',
+  /** Distributed settings are missing or wrong (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, the `distributed` option). */
+  DIST_CONFIG: 'ERR_DIST_CONFIG',
+  /** The rendezvous store could not be served or reached (a port in use, an address that does not resolve). */
+  DIST_CONNECT: 'ERR_DIST_CONNECT',
+  /** A rank died, hangs or never arrived: the others gave up after the timeout. */
+  DIST_TIMEOUT: 'ERR_DIST_TIMEOUT',
+  /** The ranks were started with different models, layers, data or settings (or two claim one rank). */
+  DIST_MISMATCH: 'ERR_DIST_MISMATCH',
+  /** Another rank failed with an error; this one stopped too. */
+  DIST_RANK_FAILED: 'ERR_DIST_RANK_FAILED',
+  /** This build has no such backend (Gloo needs its headers at build time; NCCL a CUDA libtorch). */
+  DIST_UNAVAILABLE: 'ERR_DIST_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -9,6 +9,8 @@ export type {
   CkaWarning,
   DataSource,
 } from './cka';
+export { distributedEnv } from './distributed';
+export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './distributed';
 export { ErrorCodes } from './errors';
 export type { CkaError, ErrorCode } from './errors';
 export { loadModel, Model } from './model';

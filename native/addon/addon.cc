@@ -9,6 +9,8 @@
 #include "addon_data.h"
 #include "blas.h"
 #include "cka_wrap.h"
+#include "distributed.h"
+#include "group_wrap.h"
 #include "js_errors.h"
 #include "model_wrap.h"
 
@@ -26,6 +28,10 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
     out.Set("interopThreads", at::get_num_interop_threads());
     out.Set("cores", static_cast<double>(std::thread::hardware_concurrency()));
     out.Set("blas", blas_description());
+    const auto backends = available_backends();
+    Napi::Array dist = Napi::Array::New(env, backends.size());
+    for (size_t i = 0; i < backends.size(); ++i) dist.Set(static_cast<uint32_t>(i), backends[i]);
+    out.Set("distributedBackends", dist);
     return out;
   });
 }
@@ -39,6 +45,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cka = NativeCka::Init(env);
   data->model_constructor = Napi::Persistent(model);
   data->cka_constructor = Napi::Persistent(cka);
+  Napi::Function group = NativeGroup::Init(env);
+  data->group_constructor = Napi::Persistent(group);
+  exports.Set("NativeGroup", group);
+  exports.Set("connectGroup", Napi::Function::New<NativeGroup::Connect>(env, "connectGroup"));
   exports.Set("NativeModel", model);
   exports.Set("NativeCka", cka);
   exports.Set("loadModel", Napi::Function::New<NativeModel::Load>(env, "loadModel"));

@@ -8,6 +8,7 @@ namespace tcka::addon {
 struct AddonData {
   Napi::FunctionReference model_constructor;
   Napi::FunctionReference cka_constructor;
+  Napi::FunctionReference group_constructor;
 
   static AddonData& Get(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 };

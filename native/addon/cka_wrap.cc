@@ -90,7 +90,7 @@ Napi::Function NativeCka::Init(Napi::Env env) {
                      {InstanceMethod<&NativeCka::Step>("step"), InstanceMethod<&NativeCka::Result>("result"),
                       InstanceMethod<&NativeCka::Stats>("stats"), InstanceMethod<&NativeCka::Cancel>("cancel"),
                       InstanceMethod<&NativeCka::State>("state"), InstanceMethod<&NativeCka::Restore>("restore"),
-                      InstanceAccessor<&NativeCka::Busy>("busy")});
+                      InstanceMethod<&NativeCka::Reset>("reset"), InstanceAccessor<&NativeCka::Busy>("busy")});
 }
 
 NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCka>(info) {
@@ -261,6 +261,15 @@ Napi::Value NativeCka::Restore(const Napi::CallbackInfo& info) {
     state.samples = count_from_js(env, object, "samples");
     state.skipped = count_from_js(env, object, "skipped");
     engine_->restore(state);
+    return env.Undefined();
+  });
+}
+
+Napi::Value NativeCka::Reset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "reset the sums");
+    engine_->reset();
     return env.Undefined();
   });
 }

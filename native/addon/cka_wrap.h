@@ -27,6 +27,7 @@ class NativeCka : public Napi::ObjectWrap<NativeCka> {
   // steps, batches, samples, skipped }; restore(state) puts one back.
   Napi::Value State(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);
+  Napi::Value Reset(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 

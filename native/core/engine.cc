@@ -318,6 +318,13 @@ void CkaEngine::restore(const EngineState& state) {
   skipped_ = state.skipped;
 }
 
+void CkaEngine::reset() {
+  sums_.reset();
+  sides_[0].rows.clear();
+  sides_[1].rows.clear();
+  steps_ = batches_ = samples_ = skipped_ = 0;
+}
+
 EngineStats CkaEngine::stats() const {
   EngineStats out = last_;
   out.forwards = forwards_;

@@ -83,6 +83,9 @@ class CkaEngine {
   // ERR_INVALID_ARG if the rows do not name this engine's layers or the sizes
   // do not match.
   void restore(const EngineState& state);
+  // Drops the sums, counts and planned rows: the engine is as new (a
+  // distributed compare() sums this call's batches apart from earlier ones).
+  void reset();
 
   // Cancellation of the running step (from another thread): a cancelled step
   // adds nothing and throws ABORT_ERR at its next check. arm() clears the

@@ -52,6 +52,12 @@ inline constexpr const char* kDisposed = "ERR_DISPOSED";
 inline constexpr const char* kBusy = "ERR_BUSY";
 inline constexpr const char* kInvalidArg = "ERR_INVALID_ARG";
 inline constexpr const char* kAborted = "ABORT_ERR";
+inline constexpr const char* kDistConfig = "ERR_DIST_CONFIG";
+inline constexpr const char* kDistConnect = "ERR_DIST_CONNECT";
+inline constexpr const char* kDistTimeout = "ERR_DIST_TIMEOUT";
+inline constexpr const char* kDistMismatch = "ERR_DIST_MISMATCH";
+inline constexpr const char* kDistRankFailed = "ERR_DIST_RANK_FAILED";
+inline constexpr const char* kDistUnavailable = "ERR_DIST_UNAVAILABLE";
 inline constexpr const char* kInternal = "ERR_INTERNAL";
 }  // namespace codes
 

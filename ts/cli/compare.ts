@@ -4,6 +4,7 @@ import path from 'node:path';
 
 import { CKA, type CKAResult, type CkaWarning } from '../cka';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../data';
+import { type DistributedInfo, distributedEnv } from '../distributed';
 import { loadModel, type Model } from '../model';
 import { heatmapPng, heatmapSvg } from '../plot';
 import { bestMatches, reportHtml } from '../report';
@@ -32,6 +33,8 @@ export interface CompareConfig {
   checkpoint?: string;
   /** Batches between checkpoint writes. */
   checkpointEvery?: number;
+  /** Seconds to wait for a rank that has not arrived or fell silent (distributed runs). */
+  distTimeout?: number;
   data: OpenDatasetOptions;
   out?: string;
   csv?: string;
@@ -57,6 +60,8 @@ export interface CliResults extends CKAResult {
     /** Threads per model, and whether the models ran at once. */
     threads: number;
     concurrent: boolean;
+    /** Present when the run was shared among processes. */
+    distributed?: { worldSize: number; backend: string };
   };
 }
 
@@ -79,20 +84,35 @@ export async function writePlot(file: string, result: CKAResult, title: string |
   await writeFileAtomic(file, kind === 'svg' ? heatmapSvg(result, options) : heatmapPng(result, options));
 }
 
+/**
+ * Under `torch-cka launch` or torchrun (WORLD_SIZE above 1), compare shares
+ * the batches among the processes; rank 0 alone prints and writes files.
+ */
+function distributedSetting(config: CompareConfig): DistributedInfo | null {
+  const fromEnv = distributedEnv();
+  if (fromEnv === null || fromEnv.worldSize < 2) return null;
+  return config.distTimeout === undefined ? fromEnv : { ...fromEnv, timeout: Math.ceil(config.distTimeout * 1000) };
+}
+
 export async function runCompare(config: CompareConfig): Promise<CompareOutcome> {
   for (const file of config.plots ?? []) plotKind(file);
+  const dist = distributedSetting(config);
+  // Ranks other than 0 print nothing but errors.
+  const quiet = config.quiet || (dist !== null && dist.rank !== 0);
   const stderr = process.stderr;
   const say = (line: string): void => {
-    if (!config.quiet) process.stdout.write(`${line}\n`);
+    if (!quiet) process.stdout.write(`${line}\n`);
   };
   const onWarning = (warning: CkaWarning): void => {
-    if (!config.quiet) stderr.write(`warning: ${warning.message} (${warning.code})\n`);
+    if (!quiet) stderr.write(`warning: ${warning.message} (${warning.code})\n`);
   };
 
   // Data first: a wrong path fails before the models load.
   const data1 = await openDataset(config.data1, config.data);
   const data2 = config.data2 === undefined ? undefined : await openDataset(config.data2, config.data);
-  const device = config.device ?? 'cpu';
+  // Each rank on a host takes its own GPU.
+  let device = config.device ?? 'cpu';
+  if (dist && device === 'cuda') device = `cuda:${dist.localRank}`;
   const models: Model[] = [];
   try {
     const model1 = await loadModel(config.model1, { device, ...(config.name1 ? { name: config.name1 } : {}) });
@@ -113,11 +133,13 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     say(`data: ${data1.describe()}${data2 ? `\ndata2: ${data2.describe()}` : ''}`);
 
     const total = data2 ? Math.min(data1.batchCount, data2.batchCount) : data1.batchCount;
-    const progress = new Progress(stderr, { total, quiet: config.quiet });
+    const progress = new Progress(stderr, { total, quiet });
+    if (dist) say(`distributed: rank 0 of ${dist.worldSize}, store at ${dist.masterAddr}:${dist.masterPort}`);
     const controller = new AbortController();
     const onSignal = (): void => controller.abort(new Error('interrupted'));
     process.once('SIGINT', onSignal);
     const started = performance.now();
+    let backend = 'gloo';
     const checkpoint = config.checkpoint
       ? {
           path: config.checkpoint,
@@ -130,12 +152,28 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       const outcome = await cka.compare(data1, data2, {
         signal: controller.signal,
         ...(checkpoint ? { checkpoint } : {}),
-        onProgress: ({ position, batches, skipped, samples }) => {
+        ...(dist ? { distributed: dist } : {}),
+        onProgress: ({ position, batches, skipped, samples, distributed }) => {
+          if (distributed) {
+            // Rank 0 shows the whole job: the sum of every rank's heartbeat.
+            if (distributed.job)
+              progress.update(distributed.job.batches + distributed.job.skipped, distributed.job.samples);
+            return;
+          }
           progress.resumeAt(position - batches - skipped);
           progress.update(position, samples);
         },
       });
       if (outcome.resumed > 0) say(`resumed from ${config.checkpoint}: ${outcome.resumed} batches restored`);
+      if (outcome.distributed) {
+        backend = outcome.distributed.backend;
+        const t = outcome.distributed.timings;
+        say(
+          `distributed: ${outcome.distributed.worldSize} ranks (${outcome.distributed.backend}); rank 0 compared ` +
+            `${outcome.distributed.local.batches} batches, waited ${(t.wait / 1000).toFixed(1)} s for the others; ` +
+            `all-reduce ${t.allreduce.toFixed(1)} ms`,
+        );
+      }
     } finally {
       process.off('SIGINT', onSignal);
       progress.done();
@@ -155,8 +193,11 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
         elapsedSeconds: Math.round(elapsedSeconds * 1000) / 1000,
         threads: stats.threads,
         concurrent: stats.concurrent,
+        ...(dist ? { distributed: { worldSize: dist.worldSize, backend: backend } } : {}),
       },
     };
+    // Every rank holds the whole matrix; rank 0 alone writes it.
+    if (dist && dist.rank !== 0) return { results, written: [] };
 
     const written: string[] = [];
     if (config.out) {

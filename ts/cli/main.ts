@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `torch-cka` command: compare, layers, plot, demo.
+// The `torch-cka` command: compare, layers, plot, demo, launch.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -22,6 +22,7 @@ import {
 } from './args';
 import { runCompare, writePlot } from './compare';
 import { runDemo } from './demo';
+import { LAUNCH, runLaunch } from './launch';
 import { table, writeFileAtomic } from './output';
 import { packageVersion } from './version';
 
@@ -66,6 +67,11 @@ const COMPARE: CommandSpec = {
       description: 'save progress to FILE as the run goes; resume from it if it exists',
     },
     'checkpoint-every': { type: 'string', value: 'N', description: 'batches between checkpoint writes (default 10)' },
+    'dist-timeout': {
+      type: 'string',
+      value: 'S',
+      description: 'distributed: seconds to wait for a missing or silent rank (default 300)',
+    },
     ...DATA_OPTIONS,
     out: { type: 'string', short: 'o', value: 'FILE', description: 'write results.json (export() + the arguments)' },
     csv: { type: 'string', value: 'FILE', description: 'write the matrix as CSV with layer names' },
@@ -77,7 +83,9 @@ const COMPARE: CommandSpec = {
   notes:
     'Data: a .npy array (N x ...), CIFAR-10 binary batches (a .bin file or their folder),\n' +
     'an MNIST-style IDX image file (gzipped or not), or a folder of JPEG/PNG/WebP images.\n' +
-    'Layer patterns: * matches within one dotted segment, ** across them, ? one character.',
+    'Layer patterns: * matches within one dotted segment, ** across them, ? one character.\n' +
+    'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
+    'processes; rank 0 prints the progress and writes the files. See torch-cka launch --help.',
 };
 
 const LAYERS: CommandSpec = {
@@ -116,7 +124,7 @@ const DEMO: CommandSpec = {
   },
 };
 
-const COMMANDS = [COMPARE, LAYERS, PLOT, DEMO];
+const COMMANDS = [COMPARE, LAYERS, PLOT, DEMO, LAUNCH];
 
 const MAIN_HELP = `Usage: torch-cka <command> [options]
 
@@ -186,6 +194,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...(values['skip-non-finite'] ? { skipNonFinite: true } : {}),
     ...pick(stringValue(values, 'checkpoint'), 'checkpoint'),
     ...pick(checkpointEvery(values), 'checkpointEvery'),
+    ...pick(integerValue(values, 'dist-timeout', 1), 'distTimeout'),
     data: dataOptions(values),
     ...pick(stringValue(values, 'out'), 'out'),
     ...pick(stringValue(values, 'csv'), 'csv'),
@@ -261,11 +270,13 @@ async function demoCommand(argv: string[]): Promise<void> {
   await runDemo({ out: stringValue(values, 'out') ?? 'torch-cka-demo', quiet: Boolean(values.quiet) });
 }
 
-const HANDLERS: Record<string, (argv: string[]) => Promise<void>> = {
+/** A handler resolves to the exit code, or to nothing for 0. */
+const HANDLERS: Record<string, (argv: string[]) => Promise<number | void>> = {
   compare: compareCommand,
   layers: layersCommand,
   plot: plotCommand,
   demo: demoCommand,
+  launch: (argv) => runLaunch(argv),
 };
 
 /** Runs the CLI; resolves to the process exit code. */
@@ -289,8 +300,7 @@ export async function main(argv: string[]): Promise<number> {
     if (handler === undefined) {
       throw usageError(`Unknown command '${command}'; the commands are ${Object.keys(HANDLERS).join(', ')}`);
     }
-    await handler(rest);
-    return 0;
+    return (await handler(rest)) ?? 0;
   } catch (error) {
     const { code, message, name } = error as { code?: string; message?: string; name?: string };
     const line = (message ?? String(error)).replace(/\s*\n\s*/g, ' ').trim();

@@ -84,7 +84,7 @@ export class Dataset implements AsyncIterable<Tensor> {
   }
 
   [Symbol.asyncIterator](): AsyncGenerator<Tensor, void, undefined> {
-    return this.pass(0);
+    return this.pass(0, 1);
   }
 
   /**
@@ -92,26 +92,31 @@ export class Dataset implements AsyncIterable<Tensor> {
    * the same tensors as a full pass (same shuffle, limit and dropLast) less the
    * first `start` batches, whose records are not read (a gzipped IDX file read
    * in file order is still decompressed up to them). `batches(0)` is a full
-   * pass; a `start` at or past {@link batchCount} yields nothing. Each
-   * `for await` over the result is a fresh pass.
+   * pass; a `start` at or past {@link batchCount} yields nothing. With `step`
+   * k, only every k-th batch from `start` on (one rank's share of a
+   * distributed run; the others are not read). Each `for await` over the
+   * result is a fresh pass.
    */
-  batches(start: number): AsyncIterable<Tensor> {
+  batches(start: number, step = 1): AsyncIterable<Tensor> {
     if (typeof start !== 'number' || !Number.isInteger(start)) {
       throw invalidArgType(`Expected a non-negative integer for start but received ${describeValue(start)}`);
     }
     if (start < 0 || !Number.isSafeInteger(start)) {
       throw invalidArgValue(`Expected a non-negative safe integer for start but received ${start}`);
     }
-    return { [Symbol.asyncIterator]: () => this.pass(start) };
+    if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 1) {
+      throw invalidArgValue(`Expected a positive integer for step but received ${describeValue(step)}`);
+    }
+    return { [Symbol.asyncIterator]: () => this.pass(start, step) };
   }
 
-  /** One pass from batch `first` on; the reader is closed however the pass ends. */
-  private async *pass(first: number): AsyncGenerator<Tensor, void, undefined> {
+  /** One pass over batches `first`, `first + step`, ...; the reader is closed however the pass ends. */
+  private async *pass(first: number, step: number): AsyncGenerator<Tensor, void, undefined> {
     const batches = this.batchCount;
     if (first >= batches) return;
     const reader = await this.source.open(this.passOrder());
     try {
-      for (let b = first; b < batches; b += 1) {
+      for (let b = first; b < batches; b += step) {
         const start = b * this.batchSize;
         yield await reader.read(start, Math.min(this.batchSize, this.length - start));
       }
