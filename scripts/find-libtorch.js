@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 'use strict';
 // Finds the libtorch to build against, for binding.gyp (node-gyp) and for
-// people. Order: $LIBTORCH (a libtorch folder), $Torch_DIR (the folder of
-// TorchConfig.cmake), a Python torch (torch.utils.cmake_prefix_path), the
-// system (Debian/Ubuntu's libtorch-dev).
+// people. Order: $LIBTORCH (a libtorch folder; `system` for the system's),
+// $Torch_DIR (the folder of TorchConfig.cmake), a Python torch
+// (torch.utils.cmake_prefix_path), the system (Debian/Ubuntu's libtorch-dev).
 //
 //   node scripts/find-libtorch.js --include | --cflags | --libs | --ldflags | --json
 const fs = require('node:fs');
@@ -18,11 +18,27 @@ const SYSTEM_LIB_DIRS = [
   '/usr/local/lib',
 ];
 
-const HOW_TO_INSTALL = `torch-cka needs libtorch (the C++ library of PyTorch) to build. Install one of:
-  Debian/Ubuntu:        sudo apt-get install libtorch-dev
-  a libtorch folder:    LIBTORCH=/path/to/libtorch npm rebuild torch-cka   (unzipped from pytorch.org)
-  a Python torch:       pip install torch, then npm rebuild torch-cka       (found via torch.utils.cmake_prefix_path)
+const HOW_TO_INSTALL = `torch-cka needs libtorch (the C++ library of PyTorch). Install one of, then rebuild:
+  Debian/Ubuntu:        sudo apt-get install libtorch-dev libgloo-dev && npm rebuild torch-cka
+  a libtorch folder:    LIBTORCH=/path/to/libtorch npm rebuild torch-cka      (unzipped from pytorch.org, CPU or CUDA)
+  a Python torch:       pip install torch && npm rebuild torch-cka          (found via torch.utils.cmake_prefix_path;
+                        PYTHON=/path/to/python3 picks the interpreter)
   a CMake config:       Torch_DIR=/path/to/share/cmake/Torch npm rebuild torch-cka`;
+
+/** TORCH_VERSION from the headers (include/torch/csrc/api/include/torch/version.h), or null. */
+function headerVersion(includeDirs) {
+  for (const dir of includeDirs) {
+    for (const file of [path.join(dir, 'torch/version.h'), path.join(dir, 'torch/csrc/api/include/torch/version.h')]) {
+      try {
+        const match = /#define\s+TORCH_VERSION\s+\\?\s*"([^"]+)"/.exec(fs.readFileSync(file, 'utf8'));
+        if (match) return match[1];
+      } catch {
+        // not here
+      }
+    }
+  }
+  return null;
+}
 
 const hasLib = (dir) => fs.existsSync(path.join(dir, 'libtorch.so')) || fs.existsSync(path.join(dir, 'libtorch.dylib'));
 
@@ -41,10 +57,16 @@ function fromRoot(root, source) {
     if (match) abi = match[1];
   }
   const cuda = fs.existsSync(path.join(libDir, 'libtorch_cuda.so'));
+  // The compiler searches /usr/include by itself; naming it with -I would break
+  // libstdc++'s #include_next.
+  const includeDirs = [path.join(root, 'include'), path.join(root, 'include/torch/csrc/api/include')].filter(
+    (dir) => dir !== '/usr/include',
+  );
   return {
     source,
     root,
-    includeDirs: [path.join(root, 'include'), path.join(root, 'include/torch/csrc/api/include')],
+    version: headerVersion([path.join(root, 'include'), ...includeDirs]),
+    includeDirs,
     libDir,
     abi,
     cuda,
@@ -90,6 +112,12 @@ function fromPython() {
 
 function findLibtorch() {
   const { LIBTORCH, Torch_DIR: torchDir } = process.env;
+  if (LIBTORCH === 'system') {
+    // The distribution's libtorch even where a Python torch is on PATH (npm run prebuild).
+    const found = fromRoot('/usr', 'system') || fromRoot('/usr/local', 'system');
+    if (!found) throw new Error(`LIBTORCH=system, but /usr and /usr/local hold no libtorch.\n\n${HOW_TO_INSTALL}`);
+    return found;
+  }
   if (LIBTORCH) {
     const found = fromRoot(path.resolve(LIBTORCH), 'LIBTORCH');
     if (!found)

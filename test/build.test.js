@@ -12,8 +12,19 @@ describe('finding libtorch (scripts/find-libtorch.js)', () => {
     const result = run({});
     assert.equal(result.status, 0, result.stderr);
     const found = JSON.parse(result.stdout);
-    assert.ok(found.includeDirs.length === 2);
+    assert.ok(found.includeDirs.some((dir) => dir.endsWith('torch/csrc/api/include')));
     assert.match(found.libDir, /\//);
+    assert.match(found.version, /^\d+\.\d+\.\d+/);
+  });
+
+  it("LIBTORCH=system picks the distribution's libtorch, without -I/usr/include (it would break #include_next)", () => {
+    const result = run({ LIBTORCH: 'system' });
+    assert.equal(result.status, 0, result.stderr);
+    const found = JSON.parse(result.stdout);
+    assert.equal(found.source, 'system');
+    assert.equal(found.system, true);
+    assert.ok(!found.includeDirs.includes('/usr/include'));
+    assert.match(found.version, /^\d+\.\d+\.\d+/);
   });
 
   it('a LIBTORCH that holds no libtorch is an error that says how to install one', () => {

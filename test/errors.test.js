@@ -379,7 +379,7 @@ describe('the error catalogue', () => {
     assert.equal(result.code, 'ERR_NATIVE_LOAD');
     assert.match(
       result.message,
-      /Could not load the torch-cka native addon: .*no-such-addon\.node.*npm rebuild torch-cka/s,
+      /Could not load the torch-cka native addon \(.*no-such-addon\.node\): .*npm rebuild torch-cka/s,
     );
   });
 });

@@ -3,6 +3,7 @@
 import path from 'node:path';
 
 import { ErrorCodes, makeError } from './errors';
+import { checkLoadedLibtorch, loadFailureMessage } from './libtorch';
 import type { DType, TensorData, TensorLike } from './tensor';
 
 export interface NativeLayer {
@@ -132,7 +133,10 @@ export interface NativeGroup {
 }
 
 export interface RuntimeInfo {
+  /** The libtorch version the addon was built for (the process has the same: it is checked at load). */
   libtorchVersion: string;
+  /** The libtorch_cpu library the process loaded. */
+  libtorchFile: string;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   /** libtorch's intra-op threads (OpenMP) on the main thread. */
@@ -156,25 +160,31 @@ export interface Binding {
 
 let cached: Binding | undefined;
 
+/**
+ * The addon: build/Release when built here, else the prebuilt binary for this
+ * platform (node-gyp-build picks it). Checks that the libtorch the process
+ * loaded is the one the addon was built for.
+ */
 export function binding(): Binding {
   if (cached) return cached;
   const root = path.join(__dirname, '..');
+  let file: string | undefined;
+  let loaded: Binding;
   try {
     // TORCH_CKA_NATIVE names another build of the addon (the sanitizer run uses it).
     const override = process.env.TORCH_CKA_NATIVE;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const load = require('node-gyp-build') as (dir: string) => unknown;
+    const load = require('node-gyp-build') as { resolve(dir: string): string };
+    file = override ? path.resolve(override) : load.resolve(root);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    cached = (override ? require(path.resolve(override)) : load(root)) as Binding;
+    loaded = require(file) as Binding;
   } catch (cause) {
-    const error = makeError(
-      Error,
-      ErrorCodes.NATIVE_LOAD,
-      `Could not load the torch-cka native addon: ${(cause as Error).message}\n` +
-        'Build it with `npm rebuild torch-cka` (it needs libtorch: see the README, "Install").',
-    );
+    const error = makeError(Error, ErrorCodes.NATIVE_LOAD, loadFailureMessage(cause, file));
     (error as Error & { cause?: unknown }).cause = cause;
     throw error;
   }
+  const info = loaded.runtimeInfo();
+  checkLoadedLibtorch(info.libtorchVersion, info.libtorchFile);
+  cached = loaded;
   return cached;
 }

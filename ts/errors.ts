@@ -34,7 +34,10 @@ export const ErrorCodes = {
   BUSY: 'ERR_BUSY',
   INVALID_ARG: 'ERR_INVALID_ARG',
   ABORTED: 'ABORT_ERR',
+  /** The native addon could not be loaded (not built, or its libtorch is missing); the message says how to rebuild. */
   NATIVE_LOAD: 'ERR_NATIVE_LOAD',
+  /** The libtorch in the process is another version than the one the addon was built for. */
+  LIBTORCH_VERSION: 'ERR_LIBTORCH_VERSION',
   INTERNAL: 'ERR_INTERNAL',
   /** A data file or folder does not exist or cannot be read. */
   DATA_NOT_FOUND: 'ERR_DATA_NOT_FOUND',

@@ -1,5 +1,6 @@
 // Registers the addon's exports; the work lives in the files beside it.
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <napi.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -17,11 +18,24 @@
 namespace tcka::addon {
 namespace {
 
+// The file of the libtorch loaded in this process (its libtorch_cpu), found
+// from the address of one of its functions; "" if the loader cannot tell.
+std::string loaded_libtorch_file() {
+  Dl_info found{};
+  if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &found) != 0 && found.dli_fname != nullptr) {
+    return found.dli_fname;
+  }
+  return "";
+}
+
 Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object out = Napi::Object::New(env);
+    // The version in the headers this addon was compiled against; the one in
+    // the process is found from libtorchFile (ts/libtorch.ts).
     out.Set("libtorchVersion", TORCH_VERSION);
+    out.Set("libtorchFile", loaded_libtorch_file());
     out.Set("cudaAvailable", torch::cuda::is_available());
     out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
     out.Set("threads", at::get_num_threads());
