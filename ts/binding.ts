@@ -118,6 +118,8 @@ export interface NativeGroupConfig {
   cudaDevice: number;
   /** Gloo's network interface; '' picks it by address. */
   ifname: string;
+  /** Without ifname: this host's address towards masterAddr; '' for the host name's. */
+  localAddr: string;
 }
 
 /** A c10d rendezvous store plus collective backend; every method runs off the main thread. */

@@ -12,6 +12,7 @@
 //                     take a beat that stops changing for `timeout` as death
 //   tcka/failed       the first error of any rank: the others stop at once
 //   tcka/out          counter: rank 0 keeps serving the store until all left
+import dgram from 'node:dgram';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
@@ -188,6 +189,31 @@ interface Failure {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const isLoopback = (addr: string): boolean => addr === 'localhost' || addr === '::1' || addr.startsWith('127.');
+
+/**
+ * The address of this host on the route to `host` (a connected UDP socket
+ * sends nothing), or '' if there is none. Gloo binds there, so that ranks on
+ * other hosts can reach it even where the host name resolves to 127.0.1.1.
+ */
+function localAddressTowards(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const done = (address: string): void => {
+      socket.close();
+      resolve(address);
+    };
+    socket.on('error', () => done(''));
+    socket.connect(port, host, () => {
+      try {
+        done(socket.address().address);
+      } catch {
+        done('');
+      }
+    });
+  });
+}
 const stable = (value: unknown): string => JSON.stringify(value);
 const seconds = (ms: number): string => `${+(ms / 1000).toFixed(1)} s`;
 
@@ -261,6 +287,8 @@ export class DistributedRun {
       backend,
       cudaDevice: backend === 'nccl' ? info.localRank : -1,
       ifname: info.ifname,
+      localAddr:
+        info.ifname || isLoopback(info.masterAddr) ? '' : await localAddressTowards(info.masterAddr, info.masterPort),
     });
     const run = new DistributedRun(info, group, backend);
     try {

@@ -64,6 +64,7 @@ Napi::Value NativeGroup::Connect(const Napi::CallbackInfo& info) {
     config.master_addr = text("masterAddr");
     config.backend = text("backend");
     config.ifname = text("ifname");
+    config.local_addr = text("localAddr");
     return PromiseWorker<std::shared_ptr<ProcessGroup>>::Start(
         env, [config] { return std::make_shared<ProcessGroup>(config); },
         [](Napi::Env env, std::shared_ptr<ProcessGroup>& group) -> Napi::Value {

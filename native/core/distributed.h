@@ -24,6 +24,7 @@ struct GroupConfig {
   std::string backend = "gloo";  // "gloo" or "nccl"
   int cuda_device = -1;          // NCCL: the rank's GPU (cuda:LOCAL_RANK)
   std::string ifname;            // Gloo: the network interface (GLOO_SOCKET_IFNAME); empty: by address
+  std::string local_addr;        // Gloo without ifname: this host's address towards master_addr; empty: by host name
 };
 
 // The backends this build has, e.g. {"gloo"} or {"gloo", "nccl"}.
