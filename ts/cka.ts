@@ -531,14 +531,7 @@ export class CKA {
 
   private resume(saved: Checkpoint, identity: CheckpointIdentity, file: string): void {
     assertSameIdentity(saved.identity, identity, file);
-    let fresh = true;
-    try {
-      this.native.state();
-      fresh = false;
-    } catch {
-      // ERR_NO_DATA: nothing compared yet
-    }
-    if (!fresh) {
+    if (this.stateOrNull() !== null) {
       throw makeError(
         Error,
         ErrorCodes.CHECKPOINT_MISMATCH,

@@ -190,12 +190,11 @@ interface Failure {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-const isLoopback = (addr: string): boolean => addr === 'localhost' || addr === '::1' || addr.startsWith('127.');
-
 /**
  * The address of this host on the route to `host` (a connected UDP socket
- * sends nothing), or '' if there is none. Gloo binds there, so that ranks on
- * other hosts can reach it even where the host name resolves to 127.0.1.1.
+ * sends nothing), or '' if there is none: 127.0.0.1 on one host. Gloo binds
+ * there, so that ranks on other hosts can reach it even where the host name
+ * resolves to 127.0.1.1.
  */
 function localAddressTowards(host: string, port: number): Promise<string> {
   return new Promise((resolve) => {
@@ -287,8 +286,7 @@ export class DistributedRun {
       backend,
       cudaDevice: backend === 'nccl' ? info.localRank : -1,
       ifname: info.ifname,
-      localAddr:
-        info.ifname || isLoopback(info.masterAddr) ? '' : await localAddressTowards(info.masterAddr, info.masterPort),
+      localAddr: info.ifname ? '' : await localAddressTowards(info.masterAddr, info.masterPort),
     });
     const run = new DistributedRun(info, group, backend);
     try {

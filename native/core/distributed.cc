@@ -208,18 +208,11 @@ void ProcessGroup::connect_backend() {
     auto options = c10d::ProcessGroupGloo::Options::create(config_.timeout);
     if (!config_.ifname.empty()) {
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(config_.ifname));
+    } else if (!config_.local_addr.empty()) {
+      // The address this host reaches rank 0 from (the caller finds it): loopback on one host.
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(config_.local_addr));
     } else {
-      const std::string& addr = config_.master_addr;
-      const bool loopback = addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0;
-      // On one host, loopback; across hosts, the address this host reaches rank 0
-      // from (found by the caller), else the address its host name resolves to.
-      if (loopback) {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-      } else if (!config_.local_addr.empty()) {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(config_.local_addr));
-      } else {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      }
+      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     options->threads = 1;
     impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, config_.rank, config_.world_size, options);
