@@ -80,13 +80,7 @@ Napi::Value NativeGroup::Set(const Napi::CallbackInfo& info) {
     const std::string key = string_arg(info, 0, "set(key: string, value: string)");
     const std::string value = string_arg(info, 1, "set(key: string, value: string)");
     auto group = group_;
-    return PromiseWorker<bool>::Start(
-        env,
-        [group, key, value] {
-          group->set(key, value);
-          return true;
-        },
-        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    return StartVoid(env, [group, key, value] { group->set(key, value); });
   });
 }
 
@@ -134,13 +128,7 @@ Napi::Value NativeGroup::ConnectBackend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto group = group_;
-    return PromiseWorker<bool>::Start(
-        env,
-        [group] {
-          group->connect_backend();
-          return true;
-        },
-        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    return StartVoid(env, [group] { group->connect_backend(); });
   });
 }
 
@@ -178,13 +166,7 @@ Napi::Value NativeGroup::Close(const Napi::CallbackInfo& info) {
     const auto linger = std::chrono::milliseconds(std::max<int64_t>(0, info[1].As<Napi::Number>().Int64Value()));
     const int64_t expected = info[2].As<Napi::Number>().Int64Value();
     auto group = group_;
-    return PromiseWorker<bool>::Start(
-        env,
-        [group, key, linger, expected] {
-          group->close(key, linger, expected);
-          return true;
-        },
-        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    return StartVoid(env, [group, key, linger, expected] { group->close(key, linger, expected); });
   });
 }
 

@@ -115,17 +115,13 @@ Napi::Value NativeModel::ForwardOnly(const Napi::CallbackInfo& info) {
     std::shared_ptr<Model> model = Live(env);
     std::vector<at::Tensor> inputs = inputs_from_js(info[0], "the batch");
     const int threads = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
-    return PromiseWorker<bool>::Start(
-        env,
-        [model, inputs, threads] {
-          if (threads > 0) {
-            at::set_num_threads(threads);
-            set_blas_threads(threads);
-          }
-          model->forward_only(inputs, "the batch passed to forwardOnly()");
-          return true;
-        },
-        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    return StartVoid(env, [model, inputs, threads] {
+      if (threads > 0) {
+        at::set_num_threads(threads);
+        set_blas_threads(threads);
+      }
+      model->forward_only(inputs, "the batch passed to forwardOnly()");
+    });
   });
 }
 

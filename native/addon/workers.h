@@ -91,4 +91,15 @@ class PromiseWorker : public Napi::AsyncWorker {
   ErrorInfo error_;
 };
 
+// A Promise that resolves to undefined once `work` has run off the main thread.
+inline Napi::Promise StartVoid(Napi::Env env, std::function<void()> work) {
+  return PromiseWorker<bool>::Start(
+      env,
+      [work = std::move(work)] {
+        work();
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 }  // namespace tcka::addon
