@@ -10,10 +10,15 @@ and .pt outputs are byte-identical across runs.
 Writes into test/fixtures/:
   mlp_scripted.pt, mlp_traced.pt, convnet_traced.pt, convnet_scripted.pt, odd_scripted.pt,
   rotated_scripted.pt, dynamic_scripted.pt, two_inputs_scripted.pt, frozen_scripted.pt (mlp_scripted
-  after torch.jit.freeze)
+  after torch.jit.freeze), transformer_scripted.pt (a tiny ViT whose TransformerEncoderLayers run
+  fused in eval mode, so that their submodules never run; not in fixtures.json)
   fixtures.json   -- per-model metadata (kind, input shape, eager named_modules layers)
   reference.json  -- minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021 eq. 3),
                      float64, computed with forward hooks on the eager modules.
+
+    /usr/bin/python3 scripts/make_fixtures.py --only transformer
+writes transformer_scripted.pt alone and leaves every other file as it is (reference.json's
+float64 values can differ in the last digits from one machine's BLAS to another's).
 """
 import json
 import math
@@ -241,6 +246,65 @@ class InPlace(nn.Module):
         return self.out(x)
 
 
+class TinyViT(nn.Module):
+    """Patches of a 3x8x8 image (4 tokens of width 16), a 2-layer nn.TransformerEncoder
+    (batch_first, 2 heads), a LayerNorm and a linear head. In eval mode without autograd a
+    TransformerEncoderLayer runs its fused fast path (aten::_transformer_encoder_layer_fwd),
+    so none of its 9 submodules (self_attn, self_attn.out_proj, linear1, dropout, linear2,
+    norm1, norm2, dropout1, dropout2) runs: 18 left out with default layers."""
+
+    def __init__(self, d=16, heads=2, depth=2, n_classes=5):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, stride=4)
+        self.pos = nn.Parameter(torch.randn(1, 4, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_classes)
+
+    def forward(self, x):
+        h = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        h = self.encoder(h)
+        return self.head(self.norm(h).mean(1))
+
+
+TRANSFORMER_FILE = "transformer_scripted.pt"
+
+
+def save_transformer():
+    """transformer_scripted.pt, on its own: in neither fixtures.json nor reference.json."""
+    import warnings
+
+    torch.manual_seed(14)
+    model = TinyViT().eval()
+    with warnings.catch_warnings():
+        # TorchScript's note on TransformerEncoderLayer's unused 'batch_first' constant.
+        warnings.simplefilter("ignore", UserWarning)
+        sm = torch.jit.script(model)
+    path = os.path.join(OUT_DIR, TRANSFORMER_FILE)
+    sm.save(path)
+
+    # The fused path: in eval mode under no_grad the layers' submodules do not run.
+    ran = set()
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: ran.add(n))
+               for n, m in model.named_modules() if n]
+    g = torch.Generator().manual_seed(300)
+    loaded = torch.jit.load(path)
+    loaded.eval()
+    for n in (1, 5, 9):
+        x = torch.randn(n, 3, 8, 8, generator=g)
+        with torch.no_grad():
+            a = model(x)
+            b = loaded(x)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (TRANSFORMER_FILE, (a - b).abs().max())
+    for h in handles:
+        h.remove()
+    fused = [n for n, _ in model.named_modules() if n.startswith("encoder.layers.") and n.count(".") >= 3]
+    assert len(fused) == 18 and not any(n in ran for n in fused), sorted(ran)
+    print(f"[verify] {TRANSFORMER_FILE}: loaded output matches eager (n=1,5,9); "
+          f"{len(fused)} submodules fused away; {os.path.getsize(path)} bytes")
+
+
 def build_models():
     models = OrderedDict()
 
@@ -450,6 +514,12 @@ def reference_cka(model1, model2, request1, request2, batches1, batches2):
 
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
+    if sys.argv[1:] == ["--only", "transformer"]:
+        save_transformer()
+        return
+    if sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [--only transformer]")
+    save_transformer()
     models = build_models()
     save_models(models)
     verify_models(models)

@@ -254,12 +254,88 @@ describe('CKA data handling', () => {
     const r = cka.export();
     // count returns an int, items is a ModuleList (no forward), unused never runs.
     assert.deepEqual(r.model1Layers, ['pair', 'pair.lin', 'listy', 'const', 'items.0', 'items.1', 'final']);
-    assert.ok(
-      sink.warnings.some(
-        (w) =>
-          w.code === 'TORCH_CKA_LAYER_LEFT_OUT' && /'unused'.*left out.*did not run during batch 0/.test(w.message),
-      ),
+    const leftOut = sink.warnings.filter((w) => w.code === 'TORCH_CKA_LAYER_LEFT_OUT');
+    assert.deepEqual(
+      leftOut.map((w) => [w.model, w.message]),
+      [
+        [
+          'model1',
+          "1 layer of model 'odd_scripted' is left out of the comparison; did not run during batch 0 (1): unused",
+        ],
+        ['model2', "1 layer of model 'odd2' is left out of the comparison; did not run during batch 0 (1): unused"],
+      ],
     );
+    for (const w of leftOut) assert.deepEqual(w.layers, [{ name: 'unused', reason: 'it did not run during batch 0' }]);
+  });
+
+  describe('a model whose TransformerEncoderLayers run fused (eval mode, no autograd)', () => {
+    const SUBMODULES = [
+      'self_attn',
+      'self_attn.out_proj',
+      'linear1',
+      'dropout',
+      'linear2',
+      'norm1',
+      'norm2',
+      'dropout1',
+      'dropout2',
+    ];
+    const leftOutLayers = (batch) =>
+      [0, 1].flatMap((i) =>
+        SUBMODULES.map((s) => ({ name: `encoder.layers.${i}.${s}`, reason: `it did not run during batch ${batch}` })),
+      );
+    const message = (name, batch) =>
+      `18 layers of model '${name}' are left out of the comparison; did not run during batch ${batch} (18): ` +
+      'encoder.layers.*.{self_attn,self_attn.out_proj,linear1,dropout,linear2,norm1,norm2,dropout1,dropout2} (2 each)';
+    const ROWS = ['patch', 'encoder', 'encoder.layers.0', 'encoder.layers.1', 'norm', 'head'];
+
+    it('gives one TORCH_CKA_LAYER_LEFT_OUT per model, counting the layers, with the full list on the warning', async () => {
+      const [vit, conv] = await Promise.all([load('transformer_scripted.pt'), load('convnet_traced.pt')]);
+      const sink = warningSink();
+      const cka = new CKA(vit, conv, { model1Name: 'vit', ...sink });
+      await cka.compare(randomBatches(31, [6, 5, 7], [3, 8, 8]));
+      await cka.compare(randomBatches(32, [6], [3, 8, 8]));
+      assert.deepEqual(cka.export().model1Layers, ROWS);
+      // convnet_traced leaves nothing out: one warning in all, for model 1.
+      assert.deepEqual(sink.warnings, [
+        { code: 'TORCH_CKA_LAYER_LEFT_OUT', message: message('vit', 0), model: 'model1', layers: leftOutLayers(0) },
+      ]);
+    });
+
+    it('tells the two models apart when they have the same name', async () => {
+      const [a, b] = await Promise.all([load('transformer_scripted.pt'), load('transformer_scripted.pt')]);
+      const sink = warningSink();
+      const cka = new CKA(a, b, sink);
+      await cka.compare(randomBatches(33, [5, 5], [3, 8, 8]));
+      assert.deepEqual(cka.export().model2Layers, ROWS);
+      assert.deepEqual(
+        sink.warnings.map((w) => w.code),
+        ['TORCH_CKA_SAME_NAMES', 'TORCH_CKA_LAYER_LEFT_OUT', 'TORCH_CKA_LAYER_LEFT_OUT'],
+      );
+      const [, first, second] = sink.warnings;
+      assert.deepEqual([first.model, second.model], ['model1', 'model2']);
+      for (const w of [first, second]) {
+        assert.equal(w.message, message('transformer_scripted', 0));
+        assert.deepEqual(w.layers, leftOutLayers(0));
+      }
+    });
+
+    it('after a skipped first batch, says so once, for the batch that fixes the rows', async () => {
+      const [vit, conv] = await Promise.all([load('transformer_scripted.pt'), load('convnet_traced.pt')]);
+      const sink = warningSink();
+      const cka = new CKA(vit, conv, { model1Name: 'vit', skipNonFinite: true, ...sink });
+      const batches = randomBatches(34, [5, 5, 5], [3, 8, 8]);
+      batches[0].data[3] = Number.NaN;
+      const summary = await cka.compare(batches);
+      assert.equal(summary.skipped, 1);
+      assert.deepEqual(
+        sink.warnings.map((w) => w.code),
+        ['TORCH_CKA_SKIPPED_BATCH', 'TORCH_CKA_LAYER_LEFT_OUT'],
+      );
+      assert.match(sink.warnings[0].message, /^Skipped batch 0: non-finite values/);
+      assert.equal(sink.warnings[1].message, message('vit', 1));
+      assert.deepEqual(sink.warnings[1].layers, leftOutLayers(1));
+    });
   });
 
   it('warns when both models have the same name', async () => {

@@ -409,6 +409,51 @@ describe('torch-cka CLI', function () {
       // The same model weights' stem on the same (shuffled) data: traced and scripted differ in weights.
       assert.ok(json.cka[0][0] > 0 && json.cka[0][0] <= 1);
     });
+
+    describe('layers left out of the default layers (TransformerEncoderLayers run fused)', () => {
+      const SUBMODULES = 'self_attn,self_attn.out_proj,linear1,dropout,linear2,norm1,norm2,dropout1,dropout2';
+      const SUMMARY =
+        "warning: 18 layers of model 'vit' are left out of the comparison; did not run during batch 0 (18): " +
+        `encoder.layers.*.{${SUBMODULES}} (2 each)`;
+      const args = () => [
+        'compare',
+        fixture('transformer_scripted.pt'),
+        fixture('convnet_traced.pt'),
+        '--data',
+        npy,
+        '--limit',
+        '32',
+        '--batch-size',
+        '16',
+        '--name1',
+        'vit',
+      ];
+      const warningLines = (stderr) => stderr.split('\n').filter((line) => !/^batch \d+\/\d+/.test(line) && line);
+
+      it('prints one line for the model, pointing to --verbose', async () => {
+        const { status, stderr } = await run(args());
+        assert.equal(status, 0, stderr);
+        assert.deepEqual(warningLines(stderr), [`${SUMMARY} (TORCH_CKA_LAYER_LEFT_OUT; --verbose lists them)`]);
+      });
+
+      it('--verbose lists each left-out layer with its reason on its own line', async () => {
+        const { status, stdout, stderr } = await run([...args(), '--verbose']);
+        assert.equal(status, 0, stderr);
+        const each = [0, 1].flatMap((i) =>
+          SUBMODULES.split(',').map((s) => `  encoder.layers.${i}.${s}: it did not run during batch 0`),
+        );
+        assert.deepEqual(warningLines(stderr), [`${SUMMARY} (TORCH_CKA_LAYER_LEFT_OUT)`, ...each]);
+        assert.match(stdout, /CKA of 6 x 16 layers over 32 samples in 2 batches/);
+      });
+
+      it('--quiet prints nothing, --verbose or not; compare --help documents --verbose', async () => {
+        const quiet = await run([...args(), '--verbose', '--quiet']);
+        assert.equal(quiet.status, 0, quiet.stderr);
+        assert.equal(quiet.stdout + quiet.stderr, '');
+        const help = await run(['compare', '--help']);
+        assert.match(help.stdout, /--verbose\s+list each layer left out of the default layers, with why/);
+      });
+    });
   });
 
   describe('compare on other data formats', () => {

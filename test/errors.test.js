@@ -133,16 +133,26 @@ describe('CKA errors', () => {
       const cka = new CKA(dyn, dyn, { model2Name: 'd2', ...sink });
       await cka.compare(randomBatches(22, [4], [6]));
       assert.deepEqual(cka.export().model1Layers, ['lin', 'again', 'out']);
-      assert.ok(
-        sink.warnings.some(
-          (w) =>
-            w.code === 'TORCH_CKA_LAYER_LEFT_OUT' &&
-            /Layer 'flip' of model 'dynamic_scripted' is left out of the comparison: Output of layer 'flip' has shape \[6, 4\]/.test(
-              w.message,
-            ),
-        ),
+      // One warning per model (the same model on the same data: model 2 leaves out what model 1 does).
+      const leftOut = sink.warnings.filter((w) => w.code === 'TORCH_CKA_LAYER_LEFT_OUT');
+      assert.deepEqual(
+        leftOut.map((w) => w.model),
+        ['model1', 'model2'],
         JSON.stringify(sink.warnings),
       );
+      assert.equal(
+        leftOut[0].message,
+        "1 layer of model 'dynamic_scripted' is left out of the comparison; output has no batch dimension (1): flip",
+      );
+      assert.match(leftOut[1].message, /^1 layer of model 'd2' is left out/);
+      for (const w of leftOut) {
+        assert.deepEqual(w.layers, [
+          {
+            name: 'flip',
+            reason: "Output of layer 'flip' has shape [6, 4]; expected the batch size 4 as its first dimension",
+          },
+        ]);
+      }
     });
 
     it('a module that runs more often than in the first batch is ERR_LAYER_CALL_COUNT', async () => {

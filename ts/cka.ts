@@ -83,6 +83,14 @@ export interface CkaWarning {
     | 'TORCH_CKA_SAME_NAMES'
     | 'TORCH_CKA_UNEVEN_DATA';
   message: string;
+  /** TORCH_CKA_LAYER_LEFT_OUT (one warning per model): the model whose layers were left out. */
+  model?: 'model1' | 'model2';
+  /**
+   * TORCH_CKA_LAYER_LEFT_OUT: every layer left out, in definition order, each
+   * with why (e.g. `it did not run during batch 0`); the message only counts
+   * them and names them compactly.
+   */
+  layers?: Array<{ name: string; reason: string }>;
 }
 
 export interface CompareProgress {
@@ -316,6 +324,116 @@ function track(native: NativeCka): void {
   inFlight.add(native);
 }
 
+/** Names or patterns shown in a TORCH_CKA_LAYER_LEFT_OUT message; the other layers are counted ("and N more"). */
+const LEFT_OUT_SHOWN = 12;
+
+type LeftOutLayer = { name: string; reason: string };
+
+/** The native warning for one left-out layer, split into its name and reason; null for other warnings. */
+function parseLeftOut(message: string, label: string): LeftOutLayer | null {
+  const marker = `' of model '${label}' is left out of the comparison: `;
+  const at = message.indexOf(marker);
+  if (!message.startsWith("Layer '") || at < 7) return null;
+  return { name: message.slice(7, at), reason: message.slice(at + marker.length) };
+}
+
+/** A reason's group in the message; the native reasons name the layer and its shape. */
+function reasonGroup(reason: string): string {
+  const notRun = /^it did not run during (.+)$/s.exec(reason);
+  if (notRun) return `did not run during ${notRun[1]}`;
+  if (/^Output of layer '.*' has shape .* as its first dimension$/s.test(reason))
+    return 'output has no batch dimension';
+  if (/^Output of layer '.*' \(.*\) holds no tensor$/s.test(reason)) return 'output holds no tensor';
+  return reason;
+}
+
+/**
+ * Layer names, compactly: names differing only in numeric segments become one
+ * pattern with a count (`encoder.layers.*.linear1 (2)`), and consecutive ones
+ * under one parent share it (`encoder.layers.*.{linear1,linear2}`). Shows at
+ * most `budget` names or patterns; returns how many layers it left unnamed.
+ */
+function compactNames(names: readonly string[], budget: number): { text: string; items: number; hidden: number } {
+  const patterns = new Map<string, string[]>();
+  for (const name of names) {
+    const key = name
+      .split('.')
+      .map((segment) => (/^\d+$/.test(segment) ? '*' : segment))
+      .join('.');
+    const same = patterns.get(key);
+    if (same) same.push(name);
+    else patterns.set(key, [name]);
+  }
+  const runs: Array<{ prefix: string[]; members: Array<{ suffix: string; count: number }> }> = [];
+  for (const [key, matching] of patterns) {
+    const count = matching.length;
+    const segments = (count > 1 ? key : (matching[0] as string)).split('.');
+    const last = runs[runs.length - 1];
+    if (
+      last &&
+      last.prefix.length > 0 &&
+      segments.length > last.prefix.length &&
+      last.prefix.every((segment, i) => segments[i] === segment)
+    ) {
+      last.members.push({ suffix: segments.slice(last.prefix.length).join('.'), count });
+    } else {
+      runs.push({
+        prefix: segments.slice(0, -1),
+        members: [{ suffix: segments[segments.length - 1] as string, count }],
+      });
+    }
+  }
+  const parts: string[] = [];
+  const most = Math.max(1, budget);
+  let left = most;
+  let hidden = 0;
+  for (const run of runs) {
+    const shown = run.members.slice(0, left);
+    left -= shown.length;
+    for (const member of run.members.slice(shown.length)) hidden += member.count;
+    if (shown.length === 0) continue;
+    const head = run.prefix.length > 0 ? `${run.prefix.join('.')}.` : '';
+    const counts = new Set(shown.map((member) => member.count));
+    const times = (count: number): string => (count > 1 ? ` (${count})` : '');
+    if (shown.length === 1) {
+      const only = shown[0] as { suffix: string; count: number };
+      parts.push(`${head}${only.suffix}${times(only.count)}`);
+    } else if (counts.size === 1) {
+      const count = shown[0]?.count ?? 1;
+      parts.push(`${head}{${shown.map((m) => m.suffix).join(',')}}${count > 1 ? ` (${count} each)` : ''}`);
+    } else {
+      parts.push(`${head}{${shown.map((m) => `${m.suffix}${times(m.count)}`).join(',')}}`);
+    }
+  }
+  return { text: parts.join(', '), items: most - left, hidden };
+}
+
+/**
+ * The one TORCH_CKA_LAYER_LEFT_OUT message for a model: how many layers, and
+ * per reason their names, compactly, at most LEFT_OUT_SHOWN of them.
+ */
+function leftOutMessage(label: string, layers: readonly LeftOutLayer[]): string {
+  const groups = new Map<string, string[]>();
+  for (const layer of layers) {
+    const group = reasonGroup(layer.reason);
+    const names = groups.get(group);
+    if (names) names.push(layer.name);
+    else groups.set(group, [layer.name]);
+  }
+  // Each reason names at least one layer; together they name at most LEFT_OUT_SHOWN.
+  let left = LEFT_OUT_SHOWN;
+  const sections: string[] = [];
+  for (const [group, names] of groups) {
+    const compact = compactNames(names, left);
+    left = Math.max(0, left - compact.items);
+    const more = compact.hidden > 0 ? `, and ${compact.hidden} more` : '';
+    sections.push(`${group} (${names.length}): ${compact.text}${more}`);
+  }
+  const count = layers.length === 1 ? '1 layer' : `${layers.length} layers`;
+  const verb = layers.length === 1 ? 'is' : 'are';
+  return `${count} of model '${label}' ${verb} left out of the comparison; ${sections.join('; ')}`;
+}
+
 const defaultWarning = (warning: CkaWarning): void => {
   process.emitWarning(warning.message, { type: 'TorchCkaWarning', code: warning.code });
 };
@@ -335,6 +453,7 @@ export class CKA {
   private readonly native: NativeCka;
   private readonly warn: (warning: CkaWarning) => void;
   private readonly warned = new Set<string>();
+  private readonly leftOutWarned = new Set<'model1' | 'model2'>();
   private running = false;
   private readonly settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean };
 
@@ -586,12 +705,7 @@ export class CKA {
       upcoming = fetch();
       const result = await stepping;
       track(undefined);
-      for (const message of result.warnings) {
-        this.warnOnce({
-          code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT',
-          message,
-        });
-      }
+      this.batchWarnings(result, second === undefined);
       if (result.skipped) {
         summary.skipped += 1;
       } else {
@@ -648,6 +762,59 @@ export class CKA {
    */
   stats(): CKAStats {
     return this.native.stats();
+  }
+
+  /**
+   * A batch's warnings. The native ones for left-out layers (one per layer,
+   * from the batch that fixes the rows) become one TORCH_CKA_LAYER_LEFT_OUT
+   * per model; a skipped batch fixes no rows, so the next batch says again.
+   */
+  private batchWarnings(result: { skipped: boolean; warnings: string[] }, sameData: boolean): void {
+    const leftOut = { model1: [] as LeftOutLayer[], model2: [] as LeftOutLayer[] };
+    // Same names: model 1's layers come first, in definition order; model 2's
+    // start where that order goes back (or at a name model 1 lacks).
+    let order1: Map<string, number> | undefined;
+    let last1 = -1;
+    let onModel2 = false;
+    for (const message of result.warnings) {
+      const as1 = parseLeftOut(message, this.model1Name);
+      const as2 = parseLeftOut(message, this.model2Name);
+      const layer = as1 ?? as2;
+      if (!layer) {
+        this.warnOnce({ code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT', message });
+        continue;
+      }
+      let model: 'model1' | 'model2' = as1 ? 'model1' : 'model2';
+      if (as1 && as2) {
+        if (!onModel2) {
+          order1 ??= new Map(this.model1.native.layers().map((l, i) => [l.name, i]));
+          const index = order1.get(layer.name) ?? -1;
+          if (index <= last1) onModel2 = true;
+          else last1 = index;
+        }
+        model = onModel2 ? 'model2' : 'model1';
+      }
+      leftOut[model].push(layer);
+    }
+    if (result.skipped) return;
+    // The same model on the same data with default layers runs once for both
+    // sides, and says so once: model 2 leaves out what model 1 does.
+    if (
+      leftOut.model2.length === 0 &&
+      this.model1.native === this.model2.native &&
+      sameData &&
+      this.settings.layers1.length === 0 &&
+      this.settings.layers2.length === 0
+    ) {
+      leftOut.model2 = leftOut.model1.map((layer) => ({ ...layer }));
+    }
+    for (const model of ['model1', 'model2'] as const) {
+      const layers = leftOut[model];
+      if (layers.length === 0 || this.leftOutWarned.has(model)) continue;
+      this.leftOutWarned.add(model);
+      const label = model === 'model1' ? this.model1Name : this.model2Name;
+      this.warn({ code: 'TORCH_CKA_LAYER_LEFT_OUT', message: leftOutMessage(label, layers), model, layers });
+    }
   }
 
   private warnOnce(warning: CkaWarning): void {

@@ -43,6 +43,8 @@ export interface CompareConfig {
   report?: string;
   title?: string;
   quiet: boolean;
+  /** Lists each left-out layer (TORCH_CKA_LAYER_LEFT_OUT) with its reason, one a line. */
+  verbose?: boolean;
   /** The command line, recorded in results.json and the report. */
   argv: string[];
 }
@@ -104,7 +106,14 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     if (!quiet) process.stdout.write(`${line}\n`);
   };
   const onWarning = (warning: CkaWarning): void => {
-    if (!quiet) stderr.write(`warning: ${warning.message} (${warning.code})\n`);
+    if (quiet) return;
+    const layers = warning.code === 'TORCH_CKA_LAYER_LEFT_OUT' ? (warning.layers ?? []) : [];
+    if (layers.length === 0) return void stderr.write(`warning: ${warning.message} (${warning.code})\n`);
+    if (!config.verbose) {
+      return void stderr.write(`warning: ${warning.message} (${warning.code}; --verbose lists them)\n`);
+    }
+    const lines = layers.map((layer) => `  ${layer.name}: ${layer.reason}\n`);
+    stderr.write(`warning: ${warning.message} (${warning.code})\n${lines.join('')}`);
   };
 
   // Data first: a wrong path fails before the models load.

@@ -79,6 +79,7 @@ const COMPARE: CommandSpec = {
     report: { type: 'string', value: 'FILE', description: 'write a self-contained HTML report' },
     title: { type: 'string', value: 'T', description: 'title of the heatmap and report' },
     quiet: { type: 'boolean', short: 'q', description: 'print nothing but errors' },
+    verbose: { type: 'boolean', description: 'list each layer left out of the default layers, with why' },
   },
   notes:
     'Data: a .npy array (N x ...), CIFAR-10 binary batches (a .bin file or their folder),\n' +
@@ -202,6 +203,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(stringValue(values, 'report'), 'report'),
     ...pick(stringValue(values, 'title'), 'title'),
     quiet: Boolean(values.quiet),
+    ...(values.verbose ? { verbose: true } : {}),
     argv: ['compare', ...argv],
   });
 }
