@@ -17,6 +17,8 @@ fs.writeFileSync(
 );
 fs.writeFileSync(
   path.join(dist, 'index.d.mts'),
-  `${header}export * from './index.js';\nimport * as cjs from './index.js';\nexport default cjs;\n`,
+  // The reference, as in dist/index.d.ts (ts/index.ts): our types use @types/node's, which
+  // TypeScript 6+ no longer loads unless asked.
+  `${header}/// <reference types="node" preserve="true" />\nexport * from './index.js';\nimport * as cjs from './index.js';\nexport default cjs;\n`,
 );
 process.stdout.write(`make-esm: dist/index.mjs re-exports ${names.length} names\n`);

@@ -12,10 +12,15 @@
 //    "using the prebuilt binary", leave the shim log empty and build nothing.
 // 3. source: the same tarball without prebuilds/, installed with the real
 //    compilers: it must build from source.
-// 4. In both projects: a TypeScript consumer type-checks against the shipped
-//    types (and a wrong one does not), require() and import() load the same
-//    module, `npx torch-cka demo` writes its files, and the addon loaded is the
-//    one expected (prebuilds/ or build/Release).
+// 4. In both projects: TypeScript consumers type-check against the shipped
+//    types (and a wrong one does not) with TypeScript 5 and 7 from the
+//    registry (installed once per run), @types/node latest installed but not
+//    named in `types`, in several set-ups (TYPE_SETUPS: `tsc --init`'s
+//    defaults, strict nodenext and node16, lib es2022 and esnext), as ES
+//    module (.mts) and CommonJS (.cts, `import x = require`) consumers;
+//    require() and import() load the same module, `npx torch-cka demo` writes
+//    its files, and the addon loaded is the one expected (prebuilds/ or
+//    build/Release).
 // test/package.test.js runs the same steps in npm test.
 const fs = require('node:fs');
 const os = require('node:os');
@@ -23,7 +28,11 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const ROOT = path.join(__dirname, '..');
-const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+// The TypeScript releases a consumer may use: each installed from the registry under an alias.
+const TYPESCRIPTS = [
+  { alias: 'typescript-5', spec: 'typescript@5', major: 5 },
+  { alias: 'typescript-7', spec: 'typescript@7', major: 7 },
+];
 const COMPILERS = ['cc', 'c++', 'gcc', 'g++', 'clang', 'clang++', 'make', 'cmake', 'ld'];
 const PLATFORM = `${process.platform}-${process.arch}`;
 
@@ -164,6 +173,21 @@ export const same: boolean = CKA === cka.CKA;
 export const load: typeof loadModel = loadModel;
 `;
 
+// CommonJS with `import x = require` and `export =` (a .cts: CommonJS whatever the package.json
+// says; `export =` as verbatimModuleSyntax wants).
+const CONSUMER_CTS = `import torch = require('torch-cka');
+
+async function compare(file: string): Promise<torch.CKAResult> {
+  const model: torch.Model = await torch.loadModel(file);
+  const cka = new torch.CKA(model, model, { precision: 'float32' });
+  await cka.compare([{ data: new Float32Array(8), shape: [2, 4] }]);
+  await model[Symbol.asyncDispose]();
+  return cka.export();
+}
+
+export = compare;
+`;
+
 // Must not type-check: proves that the types are read (an \`any\` module would pass).
 const WRONG_TS = `import { CKA, loadModel } from 'torch-cka';
 
@@ -173,48 +197,158 @@ export async function wrong(): Promise<number> {
 }
 `;
 
+/**
+ * How consumers set TypeScript up. `init`: the tsconfig.json that `tsc --init` of that version
+ * writes, as it is (5.9+: module nodenext, target esnext, `types: []`, verbatimModuleSyntax,
+ * skipLibCheck); the others are written here. None names @types/node in `types`.
+ */
+const STRICT = {
+  strict: true,
+  target: 'es2022',
+  module: 'nodenext',
+  moduleResolution: 'nodenext',
+  skipLibCheck: false,
+  noEmit: true,
+};
+const TYPE_SETUPS = [
+  { name: 'tsc --init defaults', init: true, wrong: true },
+  { name: 'strict, ES2022, nodenext', options: STRICT, wrong: true, quick: true },
+  { name: 'strict, ES2022, node16', options: { ...STRICT, module: 'node16', moduleResolution: 'node16' } },
+  { name: 'strict, ES2022, nodenext, lib es2022 (no DOM)', options: { ...STRICT, lib: ['es2022'] } },
+  { name: 'strict, ES2022, nodenext, lib esnext', options: { ...STRICT, lib: ['esnext'] } },
+];
+
+/**
+ * The TypeScript releases of TYPESCRIPTS, installed once per proof run into `work/typescript`
+ * (not above the consumer projects, so that nothing there leaks into them): [{ version, tsc }].
+ */
+function typeScripts(work) {
+  const dir = path.join(work, 'typescript');
+  if (!fs.existsSync(path.join(dir, 'node_modules'))) {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'package.json'), '{ "name": "typescripts", "private": true }\n');
+    const specs = TYPESCRIPTS.map((t) => `${t.alias}@npm:${t.spec}`);
+    const r = run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...specs], { cwd: dir });
+    check(r.status === 0, `npm install ${specs.join(' ')} failed`, r.output);
+  }
+  return TYPESCRIPTS.map((t) => {
+    const home = path.join(dir, 'node_modules', t.alias);
+    const { version } = JSON.parse(fs.readFileSync(path.join(home, 'package.json'), 'utf8'));
+    check(Number(version.split('.')[0]) === t.major, `${t.spec} installed TypeScript ${version}`);
+    return { version, tsc: path.join(home, 'bin', 'tsc') };
+  });
+}
+
+/** tsc --noEmit in `dir` (its tsconfig.json): file names in the output are relative to `dir`. */
+function tsc(ts, dir) {
+  return run(process.execPath, [ts.tsc, '--noEmit', '--pretty', 'false', '-p', '.'], {
+    cwd: dir,
+    timeout: 5 * 60 * 1000,
+  });
+}
+
+/** A folder of `project` with a tsconfig.json and `files` ({ name: text }). */
+function writeSetup(dir, tsconfig, files) {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'tsconfig.json'), tsconfig);
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+}
+
+/**
+ * The shipped types in `project` (torch-cka installed), for each TypeScript release and each of
+ * TYPE_SETUPS (only the `quick` ones with `quick`): the consumers type-check, and (where `wrong`)
+ * a wrong call does not, with its errors in the wrong file only. Throws naming the set-up, with
+ * tsc's output. Returns the set-ups checked.
+ */
+function checkTypes(project, work, { quick = false } = {}) {
+  const typescripts = typeScripts(work);
+  // @types/node as a consumer has it: latest, installed, not in `types`. Scripts off: torch-cka
+  // is installed already and must not be rebuilt.
+  let r = run(
+    'npm',
+    ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', '-D', '@types/node@latest'],
+    { cwd: project },
+  );
+  check(r.status === 0, 'npm install @types/node failed', r.output);
+  // The in-repo consumer of the whole API (test/types/consumer.ts), as an ES module.
+  const full = fs.readFileSync(path.join(ROOT, 'test', 'types', 'consumer.ts'), 'utf8');
+  const passed = [];
+  for (const ts of typescripts) {
+    const tag = `ts${ts.version.split('.')[0]}`;
+    const root = path.join(project, 'typecheck', tag);
+    let init = null;
+    for (const [i, setup] of TYPE_SETUPS.entries()) {
+      if (quick && !setup.quick) continue;
+      const label = `TypeScript ${ts.version}, ${setup.name}`;
+      let tsconfig;
+      // ES module consumers (.mts) and CommonJS ones (.cts); consumer.ts is CommonJS here (the
+      // project's package.json has no "type"), with import syntax: not allowed with
+      // verbatimModuleSyntax (--init), so not there.
+      const files = { 'consumer.mts': full, 'consumer-esm.mts': CONSUMER_MTS, 'consumer.cts': CONSUMER_CTS };
+      if (setup.init) {
+        if (init === null) {
+          const dir = path.join(root, 'init');
+          fs.mkdirSync(dir, { recursive: true });
+          r = run(process.execPath, [ts.tsc, '--init'], { cwd: dir });
+          check(r.status === 0, `${label}: tsc --init failed`, r.output);
+          init = fs.readFileSync(path.join(dir, 'tsconfig.json'), 'utf8');
+        }
+        tsconfig = init; // its default include: every .ts/.mts/.cts in the folder
+      } else {
+        files['consumer.ts'] = CONSUMER_TS;
+        tsconfig = `${JSON.stringify({ compilerOptions: setup.options, files: Object.keys(files) }, null, 2)}\n`;
+      }
+      const dir = path.join(root, `setup-${i}`);
+      writeSetup(dir, tsconfig, files);
+      r = tsc(ts, dir);
+      check(r.status === 0, `${label}: the consumers do not type-check (in ${dir})`, r.output);
+      if (setup.wrong) {
+        const wrongDir = `${dir}-wrong`;
+        const wrongFile = setup.init ? 'wrong.mts' : 'wrong.ts';
+        // skipLibCheck: the .d.ts files were checked just above; this is about the call.
+        const wrongOptions = { ...setup.options, skipLibCheck: true };
+        const wrongConfig = setup.init
+          ? tsconfig
+          : `${JSON.stringify({ compilerOptions: wrongOptions, files: [wrongFile] }, null, 2)}\n`;
+        writeSetup(wrongDir, wrongConfig, { [wrongFile]: WRONG_TS });
+        r = tsc(ts, wrongDir);
+        const errors = r.output.split('\n').filter((line) => /error TS\d+/.test(line));
+        check(
+          r.status !== 0 && /TS2345|TS2322/.test(r.output),
+          `${label}: a wrong consumer type-checked: the types are not used (in ${wrongDir})`,
+          r.output,
+        );
+        check(
+          errors.every((line) => line.startsWith(wrongFile)),
+          `${label}: the wrong consumer failed for another reason than its wrong calls (in ${wrongDir})`,
+          r.output,
+        );
+      }
+      passed.push(`${label}${setup.wrong ? ' (+ wrong call fails)' : ''}`);
+    }
+  }
+  return passed;
+}
+
+// The proof runs (work folders) whose first project had all the type set-ups checked.
+const typesChecked = new Set();
+
 /** Everything a user does after `npm install torch-cka`; returns what was seen. */
-function checkProject(project, expectBinaryUnder) {
+function checkProject(project, expectBinaryUnder, work) {
   const pkg = path.join(project, 'node_modules', 'torch-cka');
   const seen = {};
-  // 1. TypeScript against the shipped types (CommonJS and ES module consumers).
-  fs.writeFileSync(path.join(project, 'consumer.ts'), CONSUMER_TS);
-  fs.writeFileSync(path.join(project, 'consumer-esm.mts'), CONSUMER_MTS);
-  const tsconfig = {
-    compilerOptions: {
-      strict: true,
-      module: 'node16',
-      moduleResolution: 'node16',
-      target: 'es2022',
-      noEmit: true,
-      skipLibCheck: false,
-      types: ['node'],
-      typeRoots: [path.join(ROOT, 'node_modules', '@types')],
-    },
-    files: ['consumer.ts', 'consumer-esm.mts'],
-  };
-  fs.writeFileSync(path.join(project, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
-  let r = run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], { cwd: project });
-  check(r.status === 0, 'tsc --noEmit on the consumer failed', r.output);
-  fs.writeFileSync(path.join(project, 'wrong.ts'), WRONG_TS);
-  fs.writeFileSync(
-    path.join(project, 'tsconfig.wrong.json'),
-    JSON.stringify({ ...tsconfig, files: ['wrong.ts'] }, null, 2),
-  );
-  r = run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.wrong.json'], { cwd: project });
-  check(
-    r.status !== 0 && /TS2345|TS2322/.test(r.output),
-    'a wrong consumer type-checked: the types are not used',
-    r.output,
-  );
-  seen.typecheck = true;
+  // 1. TypeScript against the shipped types (ES module and CommonJS consumers). Both projects
+  // have the same .d.ts files: all the set-ups in the first project checked in this run, the
+  // quick ones in the next (each TypeScript 5 set-up with skipLibCheck off takes seconds).
+  seen.typecheck = checkTypes(project, work, { quick: typesChecked.has(work) });
+  typesChecked.add(work);
 
   // 2. require() and import() give one module; which binary it loaded.
   const cjs = `const t = require('torch-cka');
 const info = t.runtimeInfo();
 const file = require('node-gyp-build').resolve(require('node:path').dirname(require.resolve('torch-cka/package.json')));
 console.log(JSON.stringify({ CKA: typeof t.CKA, libtorch: info.libtorchVersion, file }));`;
-  r = run(process.execPath, ['-e', cjs], { cwd: project });
+  let r = run(process.execPath, ['-e', cjs], { cwd: project });
   check(r.status === 0, "require('torch-cka') failed", r.output);
   const required = JSON.parse(r.output.trim().split('\n').pop());
   check(required.CKA === 'function', 'require() gave no CKA class', r.output);
@@ -270,7 +404,7 @@ function provePrebuilt(work, tarball) {
     installed.output,
   );
   check(!fs.existsSync(path.join(project, 'node_modules', 'torch-cka', 'build')), 'the install made a build/ folder');
-  const seen = checkProject(project, `prebuilds/${PLATFORM}/`);
+  const seen = checkProject(project, `prebuilds/${PLATFORM}/`, work);
   // The shims can fail this proof: a forced source build under them logs calls and fails.
   const forced = run('npm', ['rebuild', 'torch-cka', '--foreground-scripts'], {
     cwd: project,
@@ -307,7 +441,7 @@ function proveSource(work, tarball) {
     'the source build left no build/Release/torch_cka.node',
     installed.output,
   );
-  const seen = checkProject(project, 'build/Release/');
+  const seen = checkProject(project, 'build/Release/', work);
   return { ...seen, installMs: installed.ms, installLine: /torch-cka: building[^\n]*/.exec(installed.output)[0] };
 }
 
@@ -319,7 +453,16 @@ function ensurePrebuild() {
   check(r.status === 0, 'npm run prebuild failed');
 }
 
-module.exports = { pack, checkContents, provePrebuilt, proveSource, ensurePrebuild, withoutPrebuilds };
+module.exports = {
+  pack,
+  checkContents,
+  checkTypes,
+  provePrebuilt,
+  proveSource,
+  ensurePrebuild,
+  withoutPrebuilds,
+  TYPE_SETUPS,
+};
 
 if (require.main === module) {
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;

@@ -2,8 +2,10 @@
 // The npm package from a clean install (scripts/proof-install.js): npm pack,
 // then the tarball installed into fresh projects, once with the prebuilt
 // binary (compiler shims on PATH prove that nothing compiles) and once
-// without prebuilds/ (a source build). In each: tsc on a consumer, require()
-// and import(), and `npx torch-cka demo`. Slow (a source build): about 6 min.
+// without prebuilds/ (a source build). In each: tsc on consumers (TypeScript 5
+// and 7 from the registry, several tsconfig set-ups, @types/node not in
+// `types`), require() and import(), and `npx torch-cka demo`. Slow (a source
+// build): about 6 min.
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -37,12 +39,16 @@ describe('npm package (pack, clean install, use)', function () {
     const seen = proof.provePrebuilt(work, packed.tarball);
     assert.match(seen.binary, /^prebuilds\/linux-x64\/.+\.node$/);
     assert.equal(seen.compilerCalls, 0);
+    assert.ok(seen.typecheck.length >= 2, seen.typecheck.join('; '));
     console.log(`      ${seen.installLine} (install ${(seen.installMs / 1000).toFixed(1)} s)`);
+    console.log(`      types checked: ${seen.typecheck.join('; ')}`);
   });
 
   it('without prebuilds: builds from source, then the same checks pass', () => {
     const seen = proof.proveSource(work, packed.tarball);
     assert.equal(seen.binary, path.join('build', 'Release', 'torch_cka.node'));
+    assert.ok(seen.typecheck.length >= 2, seen.typecheck.join('; '));
     console.log(`      ${seen.installLine} (install ${(seen.installMs / 1000).toFixed(1)} s)`);
+    console.log(`      types checked: ${seen.typecheck.join('; ')}`);
   });
 });

@@ -1,3 +1,21 @@
+// The public entry point. Its two declarations below travel into dist/index.d.ts
+// (and so into every consumer's program), so that our .d.ts files type-check
+// whatever the consumer's tsconfig (docs/typescript.md):
+// - the reference loads @types/node, which our signatures use (Buffer,
+//   NodeJS.ProcessEnv, AbortSignal): TypeScript 6+ (and `tsc --init` of 5.9+)
+//   no longer load @types/* on their own. `preserve="true"` keeps it in the
+//   emitted .d.ts (TypeScript 5.5+ drops it otherwise).
+// - Symbol.asyncDispose (Model[Symbol.asyncDispose]) is declared here, so a
+//   consumer needs no `lib: esnext`; it merges with lib.esnext.disposable's and
+//   @types/node's own declaration of it.
+/// <reference types="node" preserve="true" />
+
+declare global {
+  interface SymbolConstructor {
+    readonly asyncDispose: unique symbol;
+  }
+}
+
 export { CKA } from './cka';
 export type {
   CKAOptions,
