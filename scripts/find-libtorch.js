@@ -110,7 +110,22 @@ function fromPython() {
   return null;
 }
 
+// scripts/install.js and scripts/prebuild.js find libtorch once and hand the
+// result to node-gyp's configure step in this variable: binding.gyp asks for
+// four lists of flags, and each search would otherwise start Python again
+// (about 1.5 s each).
+const FOUND_ENV = 'TORCH_CKA_FOUND_LIBTORCH';
+
 function findLibtorch() {
+  const cached = process.env[FOUND_ENV];
+  if (cached) {
+    try {
+      const found = JSON.parse(cached);
+      if (found && Array.isArray(found.includeDirs) && typeof found.libDir === 'string') return found;
+    } catch {
+      // not ours: search as usual
+    }
+  }
   const { LIBTORCH, Torch_DIR: torchDir } = process.env;
   if (LIBTORCH === 'system') {
     // The distribution's libtorch even where a Python torch is on PATH (npm run prebuild).
@@ -156,7 +171,7 @@ function flags(found, what) {
   }
 }
 
-module.exports = { findLibtorch, HOW_TO_INSTALL };
+module.exports = { findLibtorch, HOW_TO_INSTALL, FOUND_ENV };
 
 if (require.main === module) {
   try {

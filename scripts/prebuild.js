@@ -9,7 +9,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const { findLibtorch } = require('./find-libtorch');
+const { findLibtorch, FOUND_ENV } = require('./find-libtorch');
+const { buildJobs, writeStamp } = require('./install');
 
 const ROOT = path.join(__dirname, '..');
 
@@ -26,9 +27,16 @@ function main() {
   const run = spawnSync(process.execPath, [prebuildify, '--napi', '--strip', '--tag-libc'], {
     cwd: ROOT,
     stdio: 'inherit',
-    env: { ...process.env, PATH: `${path.join(ROOT, 'node_modules', '.bin')}${path.delimiter}${process.env.PATH}` },
+    env: {
+      ...process.env,
+      PATH: `${path.join(ROOT, 'node_modules', '.bin')}${path.delimiter}${process.env.PATH}`,
+      JOBS: buildJobs(), // prebuildify runs node-gyp without --jobs; node-gyp reads JOBS
+      [FOUND_ENV]: JSON.stringify(found),
+    },
   });
   if (run.status !== 0) throw new Error(`prebuildify failed (exit ${run.status})`);
+  // build/Release holds the same build, unstripped: npm install keeps it (scripts/install.js).
+  writeStamp(found);
   const record = {
     version: found.version,
     abi: found.abi,

@@ -265,7 +265,10 @@ describe('CKA data handling', () => {
         ['model2', "1 layer of model 'odd2' is left out of the comparison; did not run during batch 0 (1): unused"],
       ],
     );
-    for (const w of leftOut) assert.deepEqual(w.layers, [{ name: 'unused', reason: 'it did not run during batch 0' }]);
+    for (const w of leftOut)
+      assert.deepEqual(w.layers, [
+        { name: 'unused', code: 'ERR_LAYER_NOT_RUN', reason: 'it did not run during batch 0' },
+      ]);
   });
 
   describe('a model whose TransformerEncoderLayers run fused (eval mode, no autograd)', () => {
@@ -282,7 +285,11 @@ describe('CKA data handling', () => {
     ];
     const leftOutLayers = (batch) =>
       [0, 1].flatMap((i) =>
-        SUBMODULES.map((s) => ({ name: `encoder.layers.${i}.${s}`, reason: `it did not run during batch ${batch}` })),
+        SUBMODULES.map((s) => ({
+          name: `encoder.layers.${i}.${s}`,
+          code: 'ERR_LAYER_NOT_RUN',
+          reason: `it did not run during batch ${batch}`,
+        })),
       );
     const message = (name, batch) =>
       `18 layers of model '${name}' are left out of the comparison; did not run during batch ${batch} (18): ` +

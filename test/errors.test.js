@@ -149,6 +149,7 @@ describe('CKA errors', () => {
         assert.deepEqual(w.layers, [
           {
             name: 'flip',
+            code: 'ERR_LAYER_SHAPE',
             reason: "Output of layer 'flip' has shape [6, 4]; expected the batch size 4 as its first dimension",
           },
         ]);

@@ -64,6 +64,18 @@ export interface NativeStep {
   /** Why a skipped batch was skipped: fewer than 4 samples, or NaN/Inf with skipNonFinite. */
   skipReason?: 'small' | 'non_finite';
   warnings: string[];
+  /** Layers left out of a default selection by the batch that fixed the rows. */
+  leftOut: NativeLeftOut[];
+}
+
+export interface NativeLeftOut {
+  model: 1 | 2;
+  /** The module's dotted path. */
+  name: string;
+  /** What naming the layer would fail with. */
+  code: 'ERR_LAYER_NOT_RUN' | 'ERR_NO_TENSOR_OUTPUT' | 'ERR_LAYER_SHAPE';
+  /** Why, e.g. `it did not run during batch 0`. */
+  reason: string;
 }
 
 /** A row: [layer index, call (1-based), name]. */

@@ -1,4 +1,11 @@
-import { binding, type NativeCka, type NativeState, type NativeStats } from './binding';
+import {
+  binding,
+  type NativeCka,
+  type NativeLeftOut,
+  type NativeState,
+  type NativeStats,
+  type NativeStep,
+} from './binding';
 import {
   assertSameIdentity,
   type Checkpoint,
@@ -90,7 +97,7 @@ export interface CkaWarning {
    * with why (e.g. `it did not run during batch 0`); the message only counts
    * them and names them compactly.
    */
-  layers?: Array<{ name: string; reason: string }>;
+  layers?: LeftOutLayer[];
 }
 
 export interface CompareProgress {
@@ -327,24 +334,28 @@ function track(native: NativeCka): void {
 /** Names or patterns shown in a TORCH_CKA_LAYER_LEFT_OUT message; the other layers are counted ("and N more"). */
 const LEFT_OUT_SHOWN = 12;
 
-type LeftOutLayer = { name: string; reason: string };
-
-/** The native warning for one left-out layer, split into its name and reason; null for other warnings. */
-function parseLeftOut(message: string, label: string): LeftOutLayer | null {
-  const marker = `' of model '${label}' is left out of the comparison: `;
-  const at = message.indexOf(marker);
-  if (!message.startsWith("Layer '") || at < 7) return null;
-  return { name: message.slice(7, at), reason: message.slice(at + marker.length) };
+/** A layer left out of a default selection, as the warning's `layers` lists it. */
+export interface LeftOutLayer {
+  /** The module's dotted path. */
+  name: string;
+  /** The error naming it would give: ERR_LAYER_NOT_RUN, ERR_NO_TENSOR_OUTPUT or ERR_LAYER_SHAPE. */
+  code: NativeLeftOut['code'];
+  /** Why, e.g. `it did not run during batch 0`. */
+  reason: string;
 }
 
-/** A reason's group in the message; the native reasons name the layer and its shape. */
-function reasonGroup(reason: string): string {
-  const notRun = /^it did not run during (.+)$/s.exec(reason);
-  if (notRun) return `did not run during ${notRun[1]}`;
-  if (/^Output of layer '.*' has shape .* as its first dimension$/s.test(reason))
-    return 'output has no batch dimension';
-  if (/^Output of layer '.*' \(.*\) holds no tensor$/s.test(reason)) return 'output holds no tensor';
-  return reason;
+/** The heading of a group of left-out layers in the message. */
+function reasonGroup(layer: LeftOutLayer): string {
+  switch (layer.code) {
+    case 'ERR_LAYER_NOT_RUN':
+      return layer.reason.replace(/^it /, '');
+    case 'ERR_NO_TENSOR_OUTPUT':
+      return 'output holds no tensor';
+    case 'ERR_LAYER_SHAPE':
+      return 'output has no batch dimension';
+    default:
+      return layer.reason;
+  }
 }
 
 /**
@@ -415,7 +426,7 @@ function compactNames(names: readonly string[], budget: number): { text: string;
 function leftOutMessage(label: string, layers: readonly LeftOutLayer[]): string {
   const groups = new Map<string, string[]>();
   for (const layer of layers) {
-    const group = reasonGroup(layer.reason);
+    const group = reasonGroup(layer);
     const names = groups.get(group);
     if (names) names.push(layer.name);
     else groups.set(group, [layer.name]);
@@ -705,7 +716,7 @@ export class CKA {
       upcoming = fetch();
       const result = await stepping;
       track(undefined);
-      this.batchWarnings(result, second === undefined);
+      this.batchWarnings(result);
       if (result.skipped) {
         summary.skipped += 1;
       } else {
@@ -765,51 +776,19 @@ export class CKA {
   }
 
   /**
-   * A batch's warnings. The native ones for left-out layers (one per layer,
-   * from the batch that fixes the rows) become one TORCH_CKA_LAYER_LEFT_OUT
-   * per model; a skipped batch fixes no rows, so the next batch says again.
+   * A batch's warnings, and the layers it left out of default selections
+   * (listed by the batch that fixes the rows) as one TORCH_CKA_LAYER_LEFT_OUT
+   * per model; a skipped batch fixes no rows, so the next batch lists them again.
    */
-  private batchWarnings(result: { skipped: boolean; warnings: string[] }, sameData: boolean): void {
-    const leftOut = { model1: [] as LeftOutLayer[], model2: [] as LeftOutLayer[] };
-    // Same names: model 1's layers come first, in definition order; model 2's
-    // start where that order goes back (or at a name model 1 lacks).
-    let order1: Map<string, number> | undefined;
-    let last1 = -1;
-    let onModel2 = false;
+  private batchWarnings(result: NativeStep): void {
     for (const message of result.warnings) {
-      const as1 = parseLeftOut(message, this.model1Name);
-      const as2 = parseLeftOut(message, this.model2Name);
-      const layer = as1 ?? as2;
-      if (!layer) {
-        this.warnOnce({ code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT', message });
-        continue;
-      }
-      let model: 'model1' | 'model2' = as1 ? 'model1' : 'model2';
-      if (as1 && as2) {
-        if (!onModel2) {
-          order1 ??= new Map(this.model1.native.layers().map((l, i) => [l.name, i]));
-          const index = order1.get(layer.name) ?? -1;
-          if (index <= last1) onModel2 = true;
-          else last1 = index;
-        }
-        model = onModel2 ? 'model2' : 'model1';
-      }
-      leftOut[model].push(layer);
+      this.warnOnce({ code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT', message });
     }
     if (result.skipped) return;
-    // The same model on the same data with default layers runs once for both
-    // sides, and says so once: model 2 leaves out what model 1 does.
-    if (
-      leftOut.model2.length === 0 &&
-      this.model1.native === this.model2.native &&
-      sameData &&
-      this.settings.layers1.length === 0 &&
-      this.settings.layers2.length === 0
-    ) {
-      leftOut.model2 = leftOut.model1.map((layer) => ({ ...layer }));
-    }
-    for (const model of ['model1', 'model2'] as const) {
-      const layers = leftOut[model];
+    for (const [index, model] of [[1, 'model1'] as const, [2, 'model2'] as const]) {
+      const layers = result.leftOut
+        .filter((layer) => layer.model === index)
+        .map(({ name, code, reason }) => ({ name, code, reason }));
       if (layers.length === 0 || this.leftOutWarned.has(model)) continue;
       this.leftOutWarned.add(model);
       const label = model === 'model1' ? this.model1Name : this.model2Name;

@@ -26,6 +26,7 @@ export type {
   CompareSummary,
   CkaWarning,
   DataSource,
+  LeftOutLayer,
 } from './cka';
 export { distributedEnv } from './distributed';
 export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './distributed';

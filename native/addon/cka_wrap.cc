@@ -166,6 +166,17 @@ Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
           out.Set("skipped", outcome.skipped);
           if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
           out.Set("warnings", strings_to_js(env, outcome.warnings));
+          Napi::Array left_out = Napi::Array::New(env, outcome.left_out.size());
+          for (size_t i = 0; i < outcome.left_out.size(); ++i) {
+            const LeftOutLayer& layer = outcome.left_out[i];
+            Napi::Object item = Napi::Object::New(env);
+            item.Set("model", layer.model);
+            item.Set("name", layer.name);
+            item.Set("code", layer.code);
+            item.Set("reason", layer.reason);
+            left_out.Set(static_cast<uint32_t>(i), item);
+          }
+          out.Set("leftOut", left_out);
           return out;
         },
         [this] {

@@ -1,5 +1,7 @@
 #include "convert.h"
 
+#include <ATen/ops/empty.h>
+
 #include <cstring>
 
 #include "js_errors.h"

@@ -4,7 +4,7 @@
 // JS memory. Features go back the same way.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <napi.h>
 
 #include <string>

@@ -1,5 +1,7 @@
 #include "blas.h"
 
+#include <ATen/ops/mm.h>
+
 #include <dlfcn.h>
 
 #include <algorithm>

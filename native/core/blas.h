@@ -4,7 +4,7 @@
 // its own, apart from libtorch's OpenMP threads).
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <string>
 

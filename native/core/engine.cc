@@ -1,5 +1,11 @@
 #include "engine.h"
 
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/logical_not.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/stack.h>
+
 #include <ATen/Parallel.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -30,6 +36,7 @@ CkaEngine::CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
     : config_(std::move(config)) {
   sides_[0].model = std::move(model1);
   sides_[1].model = std::move(model2);
+  sides_[1].index = 2;
   sides_[0].label = "'" + (config_.label1.empty() ? model_base_name(sides_[0].model->path()) : config_.label1) + "'";
   sides_[1].label = "'" + (config_.label2.empty() ? model_base_name(sides_[1].model->path()) : config_.label2) + "'";
   sides_[0].selection = resolve_layers(sides_[0].model->layers(), config_.layers1, sides_[0].label);
@@ -46,7 +53,7 @@ std::unique_ptr<GramCollector> CkaEngine::collector_for(const Side& side, int64_
 }
 
 GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, const std::string& batch,
-                                 std::vector<Row>* planned, std::vector<std::string>* warnings) const {
+                                 std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out) const {
   const Model& model = *side.model;
   collector.check(side.label, batch);
   if (!side.rows.empty()) return collector.take(side.rows);
@@ -57,19 +64,22 @@ GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, con
   for (const int64_t layer : dropped) {
     const std::string& name = model.layers()[static_cast<size_t>(layer)].name;
     auto why = collector.unusable().find(layer);
-    warnings->push_back("Layer '" + name + "' of model " + side.label + " is left out of the comparison: " +
-                        (why != collector.unusable().end() ? why->second : "it did not run during " + batch));
+    if (why != collector.unusable().end()) {
+      left_out->push_back({side.index, name, why->second.code, why->second.message});
+    } else {
+      left_out->push_back({side.index, name, codes::kLayerNotRun, "it did not run during " + batch});
+    }
   }
   return collector.take(*planned);
 }
 
 GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
-                              const std::string& batch, std::vector<Row>* planned, std::vector<std::string>* warnings) {
+                              const std::string& batch, std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out) {
   std::unique_ptr<GramCollector> collector = collector_for(side, n);
   side.model->forward(inputs, *collector, batch, &cancelled_);
   ++forwards_;
   reused_ += collector->reused();
-  return finish_side(side, *collector, batch, planned, warnings);
+  return finish_side(side, *collector, batch, planned, left_out);
 }
 
 namespace {
@@ -141,17 +151,24 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     std::unique_ptr<GramCollector> c1 = collector_for(sides_[0], n);
     if (same_selection(sides_[0].selection, sides_[1].selection) && sides_[0].rows.size() == sides_[1].rows.size()) {
       sides_[0].model->forward(inputs1, *c1, batch, &cancelled_);
-      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
+      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.left_out);
       l = k;
       planned2 = planned1;
+      // Both sides are the same model on the same data: model 2 leaves out what model 1 does.
+      const size_t count = outcome.left_out.size();
+      for (size_t i = 0; i < count; ++i) {
+        LeftOutLayer copy = outcome.left_out[i];
+        copy.model = 2;
+        outcome.left_out.push_back(std::move(copy));
+      }
       shared = true;
     } else {
       std::unique_ptr<GramCollector> c2 = collector_for(sides_[1], n);
       FanOut both(*c1, *c2);
       sides_[0].model->forward(inputs1, both, batch, &cancelled_);
       reused_ += c2->reused();
-      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.warnings);
-      l = finish_side(sides_[1], *c2, batch, &planned2, &outcome.warnings);
+      k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.left_out);
+      l = finish_side(sides_[1], *c2, batch, &planned2, &outcome.left_out);
     }
     ++forwards_;
     reused_ += c1->reused();
@@ -159,7 +176,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     // Model 2 on a second thread (and its own CUDA stream) while model 1 runs here.
     concurrent = true;
     std::exception_ptr failed2;
-    std::vector<std::string> warnings2;
+    std::vector<LeftOutLayer> left_out2;
     const std::vector<at::Tensor>& data2 = inputs2 != nullptr ? *inputs2 : inputs1;
     std::thread second([&] {
       try {
@@ -169,7 +186,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
         if (!device.is_cpu()) {
           stream.emplace(c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device));
         }
-        l = run_side(sides_[1], data2, n, batch, &planned2, &warnings2);
+        l = run_side(sides_[1], data2, n, batch, &planned2, &left_out2);
         if (stream) stream->current_stream().synchronize();
       } catch (...) {
         failed2 = std::current_exception();
@@ -177,18 +194,18 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     });
     std::exception_ptr failed1;
     try {
-      k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+      k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.left_out);
     } catch (...) {
       failed1 = std::current_exception();
     }
     second.join();
     if (failed1) std::rethrow_exception(failed1);
     if (failed2) std::rethrow_exception(failed2);
-    outcome.warnings.insert(outcome.warnings.end(), warnings2.begin(), warnings2.end());
+    outcome.left_out.insert(outcome.left_out.end(), left_out2.begin(), left_out2.end());
   } else {
-    k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.warnings);
+    k = run_side(sides_[0], inputs1, n, batch, &planned1, &outcome.left_out);
     check_cancelled(batch);
-    l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.warnings);
+    l = run_side(sides_[1], inputs2 != nullptr ? *inputs2 : inputs1, n, batch, &planned2, &outcome.left_out);
   }
   check_cancelled(batch);
   const std::vector<Row>& rows1 = sides_[0].rows.empty() ? planned1 : sides_[0].rows;

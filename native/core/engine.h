@@ -38,11 +38,21 @@ struct EngineStats {
   bool concurrent = false;        // the last step ran both models at once
 };
 
+// A layer left out of the rows because the selection was the default one
+// and the layer did not run or gave nothing to compare.
+struct LeftOutLayer {
+  int model = 1;       // 1 or 2
+  std::string name;    // the module's dotted path
+  std::string code;    // what naming it would fail with: ERR_LAYER_NOT_RUN, ERR_NO_TENSOR_OUTPUT, ERR_LAYER_SHAPE
+  std::string reason;  // e.g. "it did not run during batch 0"
+};
+
 struct StepOutcome {
   int64_t n = 0;
   bool skipped = false;
   std::string skip_reason;  // "small" (n < 4) or "non_finite"
   std::vector<std::string> warnings;
+  std::vector<LeftOutLayer> left_out;  // from the batch that fixed the rows (the first accumulated one)
 };
 
 // The accumulated state, for checkpoints: restoring it into an engine for the
@@ -99,14 +109,15 @@ class CkaEngine {
     LayerSelection selection;
     std::vector<Row> rows;  // fixed by the first accumulated batch
     std::string label;
+    int index = 1;  // 1 or 2
   };
 
   std::unique_ptr<GramCollector> collector_for(const Side& side, int64_t n) const;
   // After forward: the side's Grams, planning its rows on the first batch.
   GramBatch finish_side(const Side& side, GramCollector& collector, const std::string& batch, std::vector<Row>* planned,
-                        std::vector<std::string>* warnings) const;
+                        std::vector<LeftOutLayer>* left_out) const;
   GramBatch run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n, const std::string& batch,
-                     std::vector<Row>* planned, std::vector<std::string>* warnings);
+                     std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out);
 
   Side sides_[2];
   CkaConfig config_;

@@ -1,5 +1,10 @@
 #include "gram.h"
 
+#include <ATen/ops/dot.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/sub.h>
+
 #include <algorithm>
 #include <sstream>
 
@@ -137,7 +142,7 @@ void GramCollector::fail(const std::string& code, int64_t layer, const std::stri
 void GramCollector::reject(const std::string& code, int64_t layer, const std::string& message) noexcept {
   if (!lenient_) return fail(code, layer, message);
   try {
-    unusable_.emplace(layer, message);
+    unusable_.emplace(layer, Unusable{code, message});
   } catch (...) {
     fail(code, layer, message);
   }

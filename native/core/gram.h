@@ -4,7 +4,7 @@
 // feature sizes.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <map>
 #include <string>
@@ -57,7 +57,13 @@ class GramCollector : public TapReceiver {
   // Discovery over layers picked by default: layers whose output cannot be
   // compared (no tensor, no batch dimension) are set aside with the reason
   // instead of failing the batch.
-  const std::map<int64_t, std::string>& unusable() const { return unusable_; }
+  // Layers whose output cannot be compared, with the code a named layer would
+  // fail with (ERR_NO_TENSOR_OUTPUT, ERR_LAYER_SHAPE) and why.
+  struct Unusable {
+    std::string code;
+    std::string message;
+  };
+  const std::map<int64_t, Unusable>& unusable() const { return unusable_; }
 
   // The buffer, with `rows` mapped to their slots (discovery) or in order (planned).
   GramBatch take(const std::vector<Row>& rows);
@@ -91,7 +97,7 @@ class GramCollector : public TapReceiver {
   GramBatch buffer_;
   std::map<std::pair<int64_t, int64_t>, int64_t> discovered_;  // (layer, call) -> slot
   int64_t slots_used_ = 0;
-  std::map<int64_t, std::string> unusable_;
+  std::map<int64_t, Unusable> unusable_;
   struct Reduced {
     // Weak: the feature's storage is freed as usual, but its TensorImpl's
     // address is not reused while this entry lives.

@@ -1,5 +1,7 @@
 #include "hsic.h"
 
+#include <ATen/ATen.h>  // tensor arithmetic operators (TensorOperators.h needs all of Functions.h)
+
 #include <algorithm>
 #include <cmath>
 #include <limits>

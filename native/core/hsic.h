@@ -9,7 +9,7 @@
 // product of row sums. Sums are kept in float64.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include "gram.h"
 

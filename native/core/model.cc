@@ -1,6 +1,8 @@
 #include "model.h"
 
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
 
 #include <map>
 

@@ -2,7 +2,10 @@
 // installed on every submodule (see taps.h).
 #pragma once
 
-#include <torch/script.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <atomic>
 
 #include <memory>
 #include <mutex>
@@ -11,6 +14,7 @@
 
 #include "layer_select.h"
 #include "taps.h"
+#include "torch_fwd.h"
 
 namespace tcka {
 

@@ -5,6 +5,7 @@
 #include <caffe2/serialize/versions.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <torch/csrc/jit/api/module.h>
 #include <torch/version.h>
 #include <unistd.h>
 

@@ -5,11 +5,11 @@
 // the start of data.pkl, with every offset bounded by the file's size.
 #pragma once
 
-#include <torch/script.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "torch_fwd.h"
 
 namespace tcka {
 

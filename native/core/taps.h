@@ -5,12 +5,13 @@
 // hands the output to the TapReceiver installed on the calling thread, if any.
 #pragma once
 
-#include <ATen/core/ivalue.h>
-#include <torch/script.h>
+#include <ATen/core/Tensor.h>
 
 #include <atomic>
 #include <string>
 #include <vector>
+
+#include "torch_fwd.h"
 
 namespace tcka {
 

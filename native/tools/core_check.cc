@@ -11,8 +11,9 @@
 // floor: no taps, inference mode, one after the other) against a whole CKA run
 // on the same inputs, and with --check-device compares the matrix with one
 // computed on another device over the first --check-batches batches.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/torch.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -69,16 +70,16 @@ std::vector<double> gram64(const at::Tensor& x) {
 }
 
 int selftest(const c10::Device& device) {
-  torch::manual_seed(7);
+  at::manual_seed(7);
   int failures = 0;
   auto expect = [&](bool ok, const std::string& what) {
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
     failures += ok ? 0 : 1;
   };
   const int64_t n = 24;
-  std::vector<at::Tensor> xs = {torch::randn({n, 10}) + 100.0, torch::randn({n, 3, 4}), torch::randn({n, 7})};
-  at::Tensor q = std::get<0>(at::linalg_qr(torch::randn({10, 10}, torch::kDouble))).to(at::kFloat);
-  std::vector<at::Tensor> ys = {xs[0].matmul(q) * 3.0, torch::randn({n, 5}), xs[2] * -2.0 + 5.0};
+  std::vector<at::Tensor> xs = {at::randn({n, 10}) + 100.0, at::randn({n, 3, 4}), at::randn({n, 7})};
+  at::Tensor q = std::get<0>(at::linalg_qr(at::randn({10, 10}, at::kDouble))).to(at::kFloat);
+  std::vector<at::Tensor> ys = {xs[0].matmul(q) * 3.0, at::randn({n, 5}), xs[2] * -2.0 + 5.0};
   auto batch = [&](const std::vector<at::Tensor>& feats) {
     GramBatch b{at::empty({static_cast<int64_t>(feats.size()), n, n}, at::TensorOptions().device(device)),
                 at::empty({static_cast<int64_t>(feats.size())}, at::TensorOptions().device(device))};
@@ -107,7 +108,7 @@ int selftest(const c10::Device& device) {
   expect(std::abs(cka_q - 1) < 1e-5, "CKA(X + 100, 3 X Q) = 1 (got " + std::to_string(cka_q) + ")");
   const double cka_s = xy[2][2].item<double>() / std::sqrt(xx[2].item<double>() * yy[2].item<double>());
   expect(std::abs(cka_s - 1) < 1e-5, "CKA(X, -2 X + 5) = 1 (got " + std::to_string(cka_s) + ")");
-  std::vector<at::Tensor> constant = {torch::full({n, 6}, 0.1f), torch::zeros({n, 2})};
+  std::vector<at::Tensor> constant = {at::full({n, 6}, 0.1f), at::zeros({n, 2})};
   HsicAccumulator acc2(2, 3, device, at::kDouble);
   BatchHsic c = acc2.compute(batch(constant), batch(ys), n);
   expect(c.xx.cpu().abs().max().item<double>() == 0.0 && c.xy.cpu().abs().max().item<double>() == 0.0,
@@ -143,9 +144,9 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   std::vector<int64_t> shape = {batch};
   for (const auto& s : split(opt.count("shape") ? opt["shape"] : "3,32,32", ',')) shape.push_back(std::stoll(s));
 
-  torch::manual_seed(0);
+  at::manual_seed(0);
   std::vector<at::Tensor> inputs;
-  for (int64_t b = 0; b < batches; ++b) inputs.push_back(torch::randn(shape));
+  for (int64_t b = 0; b < batches; ++b) inputs.push_back(at::randn(shape));
 
   CkaConfig config;
   if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
