@@ -225,17 +225,19 @@ if ! LD_PRELOAD="$ASAN_RT" node -e '
   fail "the preflight (loading the sanitized addon from dist/) failed"
 fi
 say "    preflight: $(tail -n 1 "$LOGS/preflight.log")"
+# Both suites: npm test's (.mocharc.json: test/*.test.js) and npm run test:slow's.
+SUITES=("test/slow/*.test.js")
 # How many tests the suite has, and how many the exclusion takes out (mocha --dry-run).
 tests_in() {
   local out n
-  out=$(LD_PRELOAD="$ASAN_RT" node node_modules/mocha/bin/mocha.js --dry-run --reporter dot "$@" 2>/dev/null)
+  out=$(LD_PRELOAD="$ASAN_RT" node node_modules/mocha/bin/mocha.js --dry-run --reporter dot "${SUITES[@]}" "$@" 2>/dev/null)
   n=$(sed -E 's/\x1b\[[0-9;]*m//g' <<<"$out" | grep -Eo '^\s*[0-9]+ passing' | grep -Eo '[0-9]+' | tail -n 1)
   echo "${n:-?}"
 }
 total=$(tests_in)
 excluded=$(tests_in --grep "$EXCLUDE")
 # shellcheck disable=SC2086
-LD_PRELOAD="$ASAN_RT" node node_modules/mocha/bin/mocha.js --grep "$EXCLUDE" --invert ${MOCHA_ARGS:-} \
+LD_PRELOAD="$ASAN_RT" node node_modules/mocha/bin/mocha.js "${SUITES[@]}" --grep "$EXCLUDE" --invert ${MOCHA_ARGS:-} \
   2>&1 | tee "$LOGS/mocha.log"
 mocha_status=${PIPESTATUS[0]}
 lap "(b)"

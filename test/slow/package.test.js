@@ -11,7 +11,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const proof = require('../scripts/proof-install');
+const proof = require('../../scripts/proof-install');
 
 describe('npm package (pack, clean install, use)', function () {
   this.timeout(30 * 60 * 1000);

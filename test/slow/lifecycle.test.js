@@ -10,8 +10,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const ROOT = path.join(__dirname, '..');
-const HELPERS = path.join(__dirname, 'helpers');
+const ROOT = path.join(__dirname, '..', '..');
+const HELPERS = path.join(__dirname, '..', 'helpers');
 
 // What a native crash or a failed check in libtorch or Node leaves on stderr.
 const CRASH =

@@ -12,10 +12,10 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const ROOT = path.join(__dirname, '..');
+const ROOT = path.join(__dirname, '..', '..');
 const FUZZ = path.join(ROOT, 'scripts', 'fuzz.js');
-const CHILD = path.join(__dirname, 'helpers', 'fuzz-child.js');
-const { crc32, generateCase, readZip, walkPickle, writeZip } = require('./helpers/fuzz-inputs');
+const CHILD = path.join(__dirname, '..', 'helpers', 'fuzz-child.js');
+const { crc32, generateCase, readZip, walkPickle, writeZip } = require('../helpers/fuzz-inputs');
 
 const SEED = 20261130;
 
@@ -152,7 +152,7 @@ describe('fuzz: the harness', () => {
     assert.equal(bad.status, 1, bad.stdout + bad.stderr);
     assert.match(bad.stdout, /FINDING \(uncoded\)/);
     // A saved input replaces the generated one: a valid .npy file passes.
-    const input = path.join(__dirname, 'fixtures', 'data', 'npy', 'values_float32.npy');
+    const input = path.join(__dirname, '..', 'fixtures', 'data', 'npy', 'values_float32.npy');
     const fine = await run(CHILD, ['--target', 'npy', '--seed', '1', '--case', '0', '--input', input], 30000);
     assert.equal(fine.status, 0, fine.stdout + fine.stderr);
     assert.match(fine.stdout, /fine \(ok\)/);
@@ -171,8 +171,8 @@ describe('fuzz: the harness', () => {
 
   it('the zip writer gives archives libtorch reads: CRC-32, entries, pickles walked to STOP', async () => {
     assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926);
-    const { loadModel } = require('..');
-    const seed = path.join(__dirname, 'fixtures', 'mlp_scripted.pt');
+    const { loadModel } = require('../..');
+    const seed = path.join(__dirname, '..', 'fixtures', 'mlp_scripted.pt');
     const entries = readZip(fs.readFileSync(seed));
     assert.ok(entries.some((e) => e.method === 8) && entries.some((e) => e.method === 0));
     const pickle = entries.find((e) => e.name.endsWith('/data.pkl')).data;

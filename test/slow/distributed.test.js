@@ -10,11 +10,11 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-const { CKA, ErrorCodes, loadModel, openDataset, runtimeInfo } = require('..');
-const { fixture, normalRng, writeNpy } = require('./helpers');
+const { CKA, ErrorCodes, loadModel, openDataset, runtimeInfo } = require('../..');
+const { fixture, normalRng, writeNpy } = require('../helpers');
 
-const CHILD = path.join(__dirname, 'helpers', 'dist-child.js');
-const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+const CHILD = path.join(__dirname, '..', 'helpers', 'dist-child.js');
+const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const MODEL1 = fixture('mlp_scripted.pt');
 const MODEL2 = fixture('mlp_traced.pt');
 

@@ -8,8 +8,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
-const ROOT = path.join(__dirname, '..');
+const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+const ROOT = path.join(__dirname, '..', '..');
 const NODE = process.execPath;
 
 /** An environment without OMP_NUM_THREADS (plus extra). */
