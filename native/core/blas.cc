@@ -1,7 +1,6 @@
 #include "blas.h"
 
 #include <ATen/ops/mm.h>
-
 #include <dlfcn.h>
 
 #include <algorithm>

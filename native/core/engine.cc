@@ -1,12 +1,11 @@
 #include "engine.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/logical_not.h>
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/stack.h>
-
-#include <ATen/Parallel.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
@@ -74,7 +73,8 @@ GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, con
 }
 
 GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
-                              const std::string& batch, std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out) {
+                              const std::string& batch, std::vector<Row>* planned,
+                              std::vector<LeftOutLayer>* left_out) {
   std::unique_ptr<GramCollector> collector = collector_for(side, n);
   side.model->forward(inputs, *collector, batch, &cancelled_);
   ++forwards_;

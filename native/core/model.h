@@ -6,7 +6,6 @@
 #include <c10/core/Device.h>
 
 #include <atomic>
-
 #include <memory>
 #include <mutex>
 #include <string>
