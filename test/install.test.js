@@ -114,21 +114,19 @@ describe('install step (scripts/install.js)', () => {
     // A node-gyp that fails: the step must not get as far as calling it.
     const shim = path.join(work, 'node-gyp-shim.js');
     fs.writeFileSync(shim, 'process.stderr.write("node-gyp was called\\n"); process.exit(7);\n');
-    const run = spawnSync(process.execPath, [path.join(work, 'scripts', 'install.js')], {
-      cwd: work,
-      encoding: 'utf8',
-      env: { ...process.env, npm_config_node_gyp: shim },
-    });
+    const runInstall = () =>
+      spawnSync(process.execPath, [path.join(work, 'scripts', 'install.js')], {
+        cwd: work,
+        encoding: 'utf8',
+        env: { ...process.env, npm_config_node_gyp: shim },
+      });
+    const run = runInstall();
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stderr, /torch-cka: build\/Release\/torch_cka\.node is up to date .*; nothing compiled/);
     assert.doesNotMatch(run.stderr, /node-gyp was called/);
     // Stale: the same step calls node-gyp (the shim, which fails).
     fs.appendFileSync(path.join(work, 'native', 'core', 'hsic.cc'), '\n');
-    const stale = spawnSync(process.execPath, [path.join(work, 'scripts', 'install.js')], {
-      cwd: work,
-      encoding: 'utf8',
-      env: { ...process.env, npm_config_node_gyp: shim },
-    });
+    const stale = runInstall();
     assert.equal(stale.status, 7);
     assert.match(stale.stderr, /building from source .*: there is no prebuilt binary/);
     assert.match(stale.stderr, /node-gyp was called/);
