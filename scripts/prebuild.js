@@ -10,7 +10,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const { findLibtorch, FOUND_ENV } = require('./find-libtorch');
-const { buildJobs, writeStamp } = require('./install');
+const { buildJobs } = require('./install');
 
 const ROOT = path.join(__dirname, '..');
 
@@ -35,8 +35,6 @@ function main() {
     },
   });
   if (run.status !== 0) throw new Error(`prebuildify failed (exit ${run.status})`);
-  // build/Release holds the same build, unstripped: npm install keeps it (scripts/install.js).
-  writeStamp(found);
   const record = {
     version: found.version,
     abi: found.abi,

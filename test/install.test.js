@@ -28,10 +28,9 @@ describe('install step (scripts/install.js)', () => {
     fs.cpSync(path.join(ROOT, 'native'), path.join(work, 'native'), { recursive: true });
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(work, 'node_modules'));
     fs.mkdirSync(path.join(work, 'build', 'Release'), { recursive: true });
-    fs.copyFileSync(
-      path.join(ROOT, 'build', 'Release', 'torch_cka.node'),
-      path.join(work, 'build', 'Release', 'torch_cka.node'),
-    );
+    // The addon this checkout loads: build/Release, or the prebuilt binary
+    // (npm run prebuild, as .ci/run builds it, leaves no build/Release).
+    fs.copyFileSync(require('node-gyp-build').resolve(ROOT), path.join(work, 'build', 'Release', 'torch_cka.node'));
   });
   afterEach(() => fs.rmSync(work, { recursive: true, force: true }));
 

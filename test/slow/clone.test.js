@@ -74,7 +74,7 @@ describe('quick start in a fresh clone (npm install, then npx torch-cka demo)', 
 
   it('npx torch-cka demo runs the demo without building again or changing any file', () => {
     const before = fingerprint(path.join(clone, ADDON));
-    const { output, ms } = sh('npx', ['--yes', 'torch-cka', 'demo'], { cwd: clone, env });
+    const { output, ms } = sh('npx', ['torch-cka', 'demo'], { cwd: clone, env });
     assert.match(output, /wrote torch-cka-demo\/results\.json/);
     for (const file of ['results.json', 'results.csv', 'heatmap.svg', 'heatmap.png', 'report.html']) {
       assert.ok(fs.statSync(path.join(clone, 'torch-cka-demo', file)).size > 0, file);
