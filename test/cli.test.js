@@ -551,6 +551,17 @@ describe('Progress', () => {
     return { isTTY, chunks, write: (text) => chunks.push(text) };
   };
 
+  // A terminal redraws unless TERM says it cannot (dumb): each test sets TERM.
+  let term;
+  beforeEach(() => {
+    term = process.env.TERM;
+    process.env.TERM = 'xterm-256color';
+  });
+  afterEach(() => {
+    if (term === undefined) delete process.env.TERM;
+    else process.env.TERM = term;
+  });
+
   it('redraws one line on a terminal with batches, samples/s and ETA', () => {
     let now = 0;
     const stream = sink(true);
@@ -583,5 +594,18 @@ describe('Progress', () => {
     silent.update(1, 4);
     silent.done();
     assert.deepEqual(quiet.chunks, []);
+  });
+
+  it('writes plain lines on a terminal whose TERM is dumb', () => {
+    process.env.TERM = 'dumb';
+    let now = 0;
+    const stream = sink(true);
+    const progress = new Progress(stream, { total: 2, now: () => now });
+    now = 1000;
+    progress.update(1, 64);
+    now = 2000;
+    progress.update(2, 128);
+    assert.ok(stream.chunks.length > 0);
+    assert.ok(stream.chunks.every((c) => c.endsWith('\n') && !c.includes('\r')));
   });
 });

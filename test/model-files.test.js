@@ -131,7 +131,10 @@ describe('model files: every bad file has its own error', () => {
       fs.chmodSync(file, 0o000);
       let result;
       if (process.getuid?.() === 0) {
-        // root reads every file: load it as user nobody instead.
+        // root reads every file: load it as root without the capabilities
+        // that bypass file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH).
+        // Not as another user: that user could not enter a checkout in a 0700
+        // home (Debian 12's default) or temporary folder.
         try {
           execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
         } catch {
@@ -139,7 +142,7 @@ describe('model files: every bad file has its own error', () => {
         }
         const script = `require(${JSON.stringify(path.join(__dirname, '..'))}).loadModel(${JSON.stringify(file)})
           .then(() => console.log('{}'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`;
-        const argv = ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script];
+        const argv = ['--bounding-set', '-dac_override,-dac_read_search', process.execPath, '-e', script];
         result = JSON.parse(execFileSync('setpriv', argv, { encoding: 'utf8' }));
       } else {
         result = await loadModel(file).then(
