@@ -63,6 +63,7 @@ export interface NativeStep {
   skipped: boolean;
   /** Why a skipped batch was skipped: fewer than 4 samples, or NaN/Inf with skipNonFinite. */
   skipReason?: 'small' | 'non_finite';
+  /** Why the batch was skipped, in words (left-out layers come in `leftOut`). */
   warnings: string[];
   /** Layers left out of a default selection by the batch that fixed the rows. */
   leftOut: NativeLeftOut[];

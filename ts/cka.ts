@@ -781,9 +781,7 @@ export class CKA {
    * per model; a skipped batch fixes no rows, so the next batch lists them again.
    */
   private batchWarnings(result: NativeStep): void {
-    for (const message of result.warnings) {
-      this.warnOnce({ code: result.skipped ? 'TORCH_CKA_SKIPPED_BATCH' : 'TORCH_CKA_LAYER_LEFT_OUT', message });
-    }
+    for (const message of result.warnings) this.warnOnce({ code: 'TORCH_CKA_SKIPPED_BATCH', message });
     if (result.skipped) return;
     for (const [index, model] of [[1, 'model1'] as const, [2, 'model2'] as const]) {
       const layers = result.leftOut

@@ -50,8 +50,8 @@ struct LeftOutLayer {
 struct StepOutcome {
   int64_t n = 0;
   bool skipped = false;
-  std::string skip_reason;  // "small" (n < 4) or "non_finite"
-  std::vector<std::string> warnings;
+  std::string skip_reason;             // "small" (n < 4) or "non_finite"
+  std::vector<std::string> warnings;   // why the batch was skipped, in words
   std::vector<LeftOutLayer> left_out;  // from the batch that fixed the rows (the first accumulated one)
 };
 
