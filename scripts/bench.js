@@ -327,7 +327,7 @@ function distributedTable(d) {
 /** Runs in the child: one configuration, printed as one JSON line. */
 async function child(config) {
   const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
-  const { binding } = require(path.join(ROOT, 'dist', 'binding'));
+  const { binding } = require(path.join(ROOT, 'dist', 'native', 'binding'));
   const native = binding();
   const file = (name) => path.join(MODELS, `${name}.pt`);
   const plain = [

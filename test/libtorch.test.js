@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { runtimeInfo, ErrorCodes } = require('..');
-const { checkLoadedLibtorch, libtorchVersionOf, loadFailureMessage, releaseOf } = require('../dist/libtorch');
+const { checkLoadedLibtorch, libtorchVersionOf, loadFailureMessage, releaseOf } = require('../dist/native/libtorch');
 const { mismatch } = require('../scripts/install');
 const { findLibtorch } = require('../scripts/find-libtorch');
 

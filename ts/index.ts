@@ -16,7 +16,7 @@ declare global {
   }
 }
 
-export { CKA } from './cka';
+export { CKA } from './compare/cka';
 export type {
   CKAOptions,
   CKAResult,
@@ -27,17 +27,17 @@ export type {
   CkaWarning,
   DataSource,
   LeftOutLayer,
-} from './cka';
-export { distributedEnv } from './distributed';
-export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './distributed';
-export { ErrorCodes } from './errors';
-export type { CkaError, ErrorCode } from './errors';
-export { loadModel, Model } from './model';
-export type { LayerInfo, LoadModelOptions } from './model';
-export { Tensor } from './tensor';
-export type { Batch, DType, TensorData, TensorLike } from './tensor';
-export { runtimeInfo } from './runtime';
-export type { RuntimeInfo } from './binding';
+} from './compare/cka';
+export { distributedEnv } from './compare/distributed';
+export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './compare/distributed';
+export { ErrorCodes } from './util/errors';
+export type { CkaError, ErrorCode } from './util/errors';
+export { loadModel, Model } from './model/model';
+export type { LayerInfo, LoadModelOptions } from './model/model';
+export { Tensor } from './model/tensor';
+export type { Batch, DType, TensorData, TensorLike } from './model/tensor';
+export { runtimeInfo } from './native/runtime';
+export type { RuntimeInfo } from './native/binding';
 export {
   Cifar10Dataset,
   Dataset,

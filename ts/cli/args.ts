@@ -2,7 +2,7 @@
 // same option table, and values checked into numbers, lists and choices.
 import { parseArgs } from 'node:util';
 
-import { ErrorCodes, makeError } from '../errors';
+import { ErrorCodes, makeError } from '../util/errors';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';

@@ -2,10 +2,10 @@
 // for. `torch-cka demo` runs the same code on the shipped models.
 import path from 'node:path';
 
-import { CKA, type CKAResult, type CkaWarning } from '../cka';
+import { CKA, type CKAResult, type CkaWarning } from '../compare/cka';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../data';
-import { type DistributedInfo, distributedEnv } from '../distributed';
-import { loadModel, type Model } from '../model';
+import { type DistributedInfo, distributedEnv } from '../compare/distributed';
+import { loadModel, type Model } from '../model/model';
 import { heatmapPng, heatmapSvg } from '../plot';
 import { bestMatches, reportHtml } from '../report';
 import { formatDuration, Progress } from './progress';

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { ErrorCodes, makeError } from '../errors';
+import { ErrorCodes, makeError } from '../util/errors';
 import { type CompareOutcome, runCompare } from './compare';
 import { packageRoot } from './version';
 

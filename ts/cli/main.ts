@@ -4,8 +4,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { OpenDatasetOptions } from '../data';
-import { ErrorCodes, makeError } from '../errors';
-import { loadModel } from '../model';
+import { ErrorCodes, makeError } from '../util/errors';
+import { loadModel } from '../model/model';
 import { validateResult } from '../plot';
 import { reportHtml } from '../report';
 import {

@@ -1,6 +1,6 @@
 // What the CLI writes: results.json, the CSV matrix, and text tables.
 
-import type { CKAResult } from '../cka';
+import type { CKAResult } from '../compare/cka';
 
 /** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
 const csvField = (text: string): string => (/[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
@@ -20,7 +20,7 @@ export function resultToCsv(result: CKAResult): string {
   return `${lines.join('\r\n')}\r\n`;
 }
 
-export { writeFileAtomic } from '../atomic-file';
+export { writeFileAtomic } from '../util/atomic-file';
 
 /** Lays out rows of cells as aligned columns; `right` marks right-aligned columns. */
 export function table(rows: readonly (readonly string[])[], right: readonly number[] = []): string {

@@ -1,7 +1,7 @@
 // CIFAR-10 binary batches: records of 1 label byte and 3 x 32 x 32 bytes (R, G and B planes).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { optionalOneOf, requireString } from '../is';
+import { optionalOneOf, requireString } from '../util/is';
 import { type BatchSource, Dataset } from './dataset';
 import { badFormat, notFound, openFile, readAt, statPath, truncated } from './files';
 import {

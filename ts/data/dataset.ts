@@ -1,6 +1,6 @@
 import * as path from 'node:path';
-import { describe as describeValue, invalidArgType, invalidArgValue } from '../errors';
-import type { DType, Tensor } from '../tensor';
+import { describe as describeValue, invalidArgType, invalidArgValue } from '../util/errors';
+import type { DType, Tensor } from '../model/tensor';
 import { type ResolvedDataOptions, shuffledIndices } from './options';
 
 export type DataFormat = 'npy' | 'cifar10' | 'idx' | 'images';

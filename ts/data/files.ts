@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type CkaError, ErrorCodes, makeError } from '../errors';
+import { type CkaError, ErrorCodes, makeError } from '../util/errors';
 
 export const notFound = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_NOT_FOUND, message);
 export const badFormat = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_FORMAT, message);

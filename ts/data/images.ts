@@ -3,9 +3,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Sharp } from 'sharp';
-import { type CkaError, ErrorCodes, makeError } from '../errors';
-import { requireString } from '../is';
-import { Tensor } from '../tensor';
+import { type CkaError, ErrorCodes, makeError } from '../util/errors';
+import { requireString } from '../util/is';
+import { Tensor } from '../model/tensor';
 import { type BatchReader, type BatchSource, Dataset } from './dataset';
 import { badFormat, notFound, statPath } from './files';
 import {

@@ -1,6 +1,6 @@
 // NumPy .npy files (format versions 1.0, 2.0 and 3.0), read record by record.
-import { requireString } from '../is';
-import type { DType, TensorData } from '../tensor';
+import { requireString } from '../util/is';
+import type { DType, TensorData } from '../model/tensor';
 import { type BatchSource, Dataset } from './dataset';
 import { badFormat, hex, openFile, readAt, statFile, truncated } from './files';
 import { type NpyOptions, resolveDataOptions } from './options';

@@ -1,6 +1,6 @@
 // Picks a reader from what is at a path: for the command line, or anyone who takes any data set.
 import * as path from 'node:path';
-import { optionalOneOf, requireString } from '../is';
+import { optionalOneOf, requireString } from '../util/is';
 import { readCifar10, hasCifarBatches } from './cifar10';
 import type { Dataset } from './dataset';
 import { badFormat, hex, readHead, statPath } from './files';

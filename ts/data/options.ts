@@ -1,6 +1,6 @@
 // Options of the data readers, their checks and the shared sample transforms.
-import { describe, invalidArgType, invalidArgValue } from '../errors';
-import { optionalBoolean, optionalInteger, optionalObject } from '../is';
+import { describe, invalidArgType, invalidArgValue } from '../util/errors';
+import { optionalBoolean, optionalInteger, optionalObject } from '../util/is';
 
 /** Options every reader takes. */
 export interface DataOptions {

@@ -1,7 +1,7 @@
 // Random access to fixed-size records in one or more files, read with FileHandle reads at offsets.
 import type * as fs from 'node:fs';
-import { ErrorCodes, makeError } from '../errors';
-import { Tensor, type TensorData } from '../tensor';
+import { ErrorCodes, makeError } from '../util/errors';
+import { Tensor, type TensorData } from '../model/tensor';
 import type { BatchReader } from './dataset';
 import { openFile, readAt, truncated } from './files';
 

@@ -1,7 +1,7 @@
 // The CKA matrix as a standalone SVG heatmap, laid out like torch_cka's plot_results():
 // model 1's layers up the y axis (row 0 at the bottom), model 2's along the x axis.
-import type { CKAResult } from '../cka';
-import { optionalBoolean, optionalObject, optionalOneOf, optionalInteger } from '../is';
+import type { CKAResult } from '../compare/cka';
+import { optionalBoolean, optionalObject, optionalOneOf, optionalInteger } from '../util/is';
 import { colormapNames, type ColormapName, colormaps, colorOf, luminance, rgbHex } from './colormap';
 import { optionalPositiveNumber, optionalText } from './options';
 import { ellipsize, escapeXml, formatCka, num, textWidth } from './text';

@@ -1,5 +1,5 @@
 // Option checks shared by the plot and report renderers.
-import { describe, invalidArgType, invalidArgValue } from '../errors';
+import { describe, invalidArgType, invalidArgValue } from '../util/errors';
 
 /** A finite number > 0, or undefined. */
 export function optionalPositiveNumber(value: unknown, name: string): number | undefined {

@@ -1,8 +1,8 @@
 // SVG to PNG with resvg (a Rust renderer: no browser, no system libraries beyond the fonts).
 import type { ResvgRenderOptions } from '@resvg/resvg-js';
-import type { CKAResult } from '../cka';
-import { describe, invalidArgType } from '../errors';
-import { optionalFunction, optionalObject, requireString } from '../is';
+import type { CKAResult } from '../compare/cka';
+import { describe, invalidArgType } from '../util/errors';
+import { optionalFunction, optionalObject, requireString } from '../util/is';
 import { heatmapSvg, type HeatmapOptions } from './heatmap';
 import { optionalPositiveNumber } from './options';
 

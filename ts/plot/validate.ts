@@ -1,6 +1,6 @@
 // Checks that a value (e.g. parsed from results.json) is what CKA.export() returns.
-import type { CKAResult } from '../cka';
-import { describe, ErrorCodes, makeError } from '../errors';
+import type { CKAResult } from '../compare/cka';
+import { describe, ErrorCodes, makeError } from '../util/errors';
 
 function fail(source: string, what: string): never {
   throw makeError(TypeError, ErrorCodes.INVALID_RESULT, `Invalid CKA result in ${source}: ${what}`);

@@ -1,8 +1,8 @@
 // One self-contained HTML page for a CKA result: the heatmap with tooltips, what was
 // compared, and the best match of each layer. No network: inline CSS, SVG and script only.
-import type { CKAResult } from '../cka';
-import { describe, invalidArgType } from '../errors';
-import { optionalObject } from '../is';
+import type { CKAResult } from '../compare/cka';
+import { describe, invalidArgType } from '../util/errors';
+import { optionalObject } from '../util/is';
 import { colorHex } from '../plot/colormap';
 import { defaultTitle, heatmapSvg, type HeatmapOptions, UNDEFINED_LEGEND } from '../plot/heatmap';
 import { optionalText } from '../plot/options';

@@ -1,8 +1,8 @@
-import { binding, type NativeModel } from './binding';
-import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
-import { optionalBoolean, optionalObject, optionalString, optionalStringArray, requireString } from './is';
+import { binding, type NativeModel } from '../native/binding';
+import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
+import { optionalBoolean, optionalObject, optionalString, optionalStringArray, requireString } from '../util/is';
 import { type Batch, Tensor, toNativeBatch } from './tensor';
-import { verifyModelFile } from './verify';
+import { verifyModelFile } from '../native/verify';
 
 /** A named submodule, in definition order (named_modules, root left out). */
 export interface LayerInfo {

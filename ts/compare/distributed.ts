@@ -16,9 +16,9 @@ import dgram from 'node:dgram';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { binding, type NativeGroup, type NativeRow, type NativeState } from './binding';
+import { binding, type NativeGroup, type NativeRow, type NativeState } from '../native/binding';
 import type { CheckpointIdentity } from './checkpoint';
-import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
+import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 
 /** Where this process sits in a distributed job; torchrun's variables, or the `distributed` option of compare(). */
 export interface DistributedOptions {

@@ -5,7 +5,7 @@ import {
   type NativeState,
   type NativeStats,
   type NativeStep,
-} from './binding';
+} from '../native/binding';
 import {
   assertSameIdentity,
   type Checkpoint,
@@ -16,7 +16,7 @@ import {
   readCheckpoint,
   writeCheckpoint,
 } from './checkpoint';
-import { Dataset } from './data/dataset';
+import { Dataset } from '../data/dataset';
 import {
   type DistributedInfo,
   type DistributedOptions,
@@ -26,7 +26,7 @@ import {
   resolveDistributed,
   strided,
 } from './distributed';
-import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
+import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 import {
   optionalBoolean,
   optionalFunction,
@@ -35,10 +35,10 @@ import {
   optionalOneOf,
   optionalString,
   optionalStringArray,
-} from './is';
-import { expandLayerPatterns } from './layer-patterns';
-import { type Model, requireModel } from './model';
-import { type Batch, toNativeBatch } from './tensor';
+} from '../util/is';
+import { expandLayerPatterns } from '../model/layer-patterns';
+import { type Model, requireModel } from '../model/model';
+import { type Batch, toNativeBatch } from '../model/tensor';
 
 export interface CKAOptions {
   /** Defaults to the model's name (its file's base name). */

@@ -8,11 +8,11 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { writeFileAtomic } from './atomic-file';
-import type { NativeRow, NativeState } from './binding';
-import { Dataset } from './data/dataset';
-import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from './errors';
-import type { Model } from './model';
+import { writeFileAtomic } from '../util/atomic-file';
+import type { NativeRow, NativeState } from '../native/binding';
+import { Dataset } from '../data/dataset';
+import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
+import type { Model } from '../model/model';
 
 const FORMAT = 'torch-cka-checkpoint';
 const VERSION = 1;

@@ -10,7 +10,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { type ErrorCode, ErrorCodes, makeError } from './errors';
+import { type ErrorCode, ErrorCodes, makeError } from '../util/errors';
 
 /** What the child sends back for one file: nothing to report, or the error it got. */
 interface Report {

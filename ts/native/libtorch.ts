@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ErrorCodes, makeError } from './errors';
+import { ErrorCodes, makeError } from '../util/errors';
 
 /** What `npm run prebuild` records beside a prebuilt binary (prebuilds/<platform>-<arch>/libtorch.json). */
 export interface LibtorchRecord {

@@ -1,4 +1,4 @@
-import { describe, ErrorCodes, invalidArgType, makeError } from './errors';
+import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;

@@ -2,9 +2,9 @@
 // package touches the .node file.
 import path from 'node:path';
 
-import { ErrorCodes, makeError } from './errors';
+import { ErrorCodes, makeError } from '../util/errors';
 import { checkLoadedLibtorch, loadFailureMessage } from './libtorch';
-import type { DType, TensorData, TensorLike } from './tensor';
+import type { DType, TensorData, TensorLike } from '../model/tensor';
 
 export interface NativeLayer {
   name: string;
@@ -182,7 +182,7 @@ let cached: Binding | undefined;
  */
 export function binding(): Binding {
   if (cached) return cached;
-  const root = path.join(__dirname, '..');
+  const root = path.join(__dirname, '..', '..');
   let file: string | undefined;
   let loaded: Binding;
   try {

@@ -1,5 +1,5 @@
 // Layer lists with glob patterns: `layer1.*`, `layer*.?.relu`, `**.conv1`.
-import { ErrorCodes, makeError } from './errors';
+import { ErrorCodes, makeError } from '../util/errors';
 
 /** True when a layer list entry is a pattern rather than a plain name. */
 export const isPattern = (entry: string): boolean => /[*?[]/.test(entry);
