@@ -21,17 +21,18 @@ export type {
   CKAOptions,
   CKAResult,
   CKAStats,
+  CKAWarning,
+  CkaWarning,
   CompareOptions,
   CompareProgress,
   CompareSummary,
-  CkaWarning,
   DataSource,
   LeftOutLayer,
-} from './compare/cka';
+} from './compare/types';
 export { distributedEnv } from './compare/distributed';
 export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './compare/distributed';
 export { ErrorCodes } from './util/errors';
-export type { CkaError, ErrorCode } from './util/errors';
+export type { CKAError, CkaError, ErrorCode } from './util/errors';
 export { loadModel, Model } from './model/model';
 export type { LayerInfo, LoadModelOptions } from './model/model';
 export { Tensor } from './model/tensor';

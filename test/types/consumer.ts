@@ -7,7 +7,7 @@ import {
   type CKAResult,
   type LayerInfo,
   type Batch,
-  type CkaError,
+  type CKAError,
   readNpy,
   readCifar10,
   readImageFolder,
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   try {
     await m1.extract(batch);
   } catch (error) {
-    const coded = error as CkaError;
+    const coded = error as CKAError;
     console.log(coded.code === 'ERR_UNKNOWN_LAYER');
   }
   console.log(feats, stopped, cell, code, r.model1Layers, r.samples, r.batches);

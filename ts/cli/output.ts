@@ -1,6 +1,6 @@
 // What the CLI writes: results.json, the CSV matrix, and text tables.
 
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 
 /** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
 const csvField = (text: string): string => (/[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);

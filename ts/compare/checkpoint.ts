@@ -9,7 +9,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { writeFileAtomic } from '../util/atomic-file';
-import type { NativeRow, NativeState } from '../native/binding';
+import type { NativeCKA, NativeRow, NativeState } from '../native/binding';
 import { Dataset } from '../data/dataset';
 import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import type { Model } from '../model/model';
@@ -299,4 +299,73 @@ export async function writeCheckpoint(
     file,
     stable({ format: FORMAT, version: VERSION, written: new Date().toISOString(), sha256, body }),
   );
+}
+
+/**
+ * Writes checkpoints in the background, one at a time: the state is copied
+ * between batches (the copy is small: the float64 sums), the write overlaps
+ * the next batch.
+ */
+export class CheckpointSaver {
+  private since = 0;
+  private position: number;
+  private writing: Promise<void> = Promise.resolve();
+  private failure: unknown;
+
+  constructor(
+    private readonly native: NativeCKA,
+    private readonly file: string,
+    private readonly identity: CheckpointIdentity,
+    private readonly every: number,
+    position: number,
+  ) {
+    this.position = position;
+  }
+
+  /** After each batch compared or skipped; `position` counts the batches used. */
+  committed(position: number): void {
+    this.position = position;
+    this.since += 1;
+    if (this.failure) throw this.failure;
+    if (this.since >= this.every) this.save();
+  }
+
+  /** Writes what is there now (if anything was compared) and waits for every write. */
+  async final(): Promise<void> {
+    if (this.since > 0) this.save();
+    await this.writing;
+    if (this.failure) throw this.failure;
+  }
+
+  private save(): void {
+    this.since = 0;
+    let state;
+    try {
+      state = this.native.state();
+    } catch {
+      return; // nothing compared yet
+    }
+    const position = this.position;
+    this.writing = this.writing.then(() =>
+      writeCheckpoint(this.file, this.identity, position, state).catch((error: unknown) => {
+        this.failure ??= error;
+      }),
+    );
+  }
+}
+
+/**
+ * The file and identity of one rank's checkpoint in a distributed run: each
+ * rank keeps its own share's, named `<path>.rank<r>-of-<W>`.
+ */
+export function rankCheckpoint(
+  file: string,
+  identity: CheckpointIdentity,
+  rank: number,
+  worldSize: number,
+): { file: string; identity: CheckpointIdentity } {
+  return {
+    file: `${file}.rank${rank}-of-${worldSize}`,
+    identity: { ...identity, key: [identity.key, `rank ${rank} of ${worldSize}`].filter(Boolean).join(' · ') },
+  };
 }

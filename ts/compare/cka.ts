@@ -1,31 +1,14 @@
-import {
-  binding,
-  type NativeCka,
-  type NativeLeftOut,
-  type NativeState,
-  type NativeStats,
-  type NativeStep,
-} from '../native/binding';
-import {
-  assertSameIdentity,
-  type Checkpoint,
-  type CheckpointIdentity,
-  checkpointIdentity,
-  type CheckpointOptions,
-  checkpointOptions,
-  readCheckpoint,
-  writeCheckpoint,
-} from './checkpoint';
-import { Dataset } from '../data/dataset';
-import {
-  type DistributedInfo,
-  type DistributedOptions,
-  DistributedRun,
-  type DistributedTimings,
-  type JobProgress,
-  resolveDistributed,
-  strided,
-} from './distributed';
+// The CKA class: two models, their chosen layers, and the native sums that
+// the batches add to. A compare() call reads top-down: check its options,
+// prepare (a checkpoint to resume, or the ranks of a distributed job), iterate
+// over the batches, finish (the last checkpoint, or the all-reduce). Its
+// option and result types are in types.ts, the sources in sources.ts.
+import { performance } from 'node:perf_hooks';
+
+import { type Model, requireModel } from '../model/model';
+import { expandLayerPatterns } from '../model/layer-patterns';
+import { toNativeBatch } from '../model/tensor';
+import { binding, type NativeCKA, type NativeState, type NativeStep } from '../native/binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 import {
   optionalBoolean,
@@ -36,173 +19,62 @@ import {
   optionalString,
   optionalStringArray,
 } from '../util/is';
-import { expandLayerPatterns } from '../model/layer-patterns';
-import { type Model, requireModel } from '../model/model';
-import { type Batch, toNativeBatch } from '../model/tensor';
+import {
+  assertSameIdentity,
+  type Checkpoint,
+  type CheckpointIdentity,
+  checkpointIdentity,
+  checkpointOptions,
+  CheckpointSaver,
+  rankCheckpoint,
+  readCheckpoint,
+} from './checkpoint';
+import { type DistributedInfo, DistributedRun, type JobProgress, resolveDistributed } from './distributed';
+import { track, untrack } from './in-flight';
+import { leftOutMessage } from './left-out';
+import { type BatchIterator, checkSource, openSources } from './sources';
+import type {
+  CKAOptions,
+  CKAResult,
+  CKAStats,
+  CKAWarning,
+  CompareOptions,
+  CompareProgress,
+  CompareSummary,
+  DataSource,
+} from './types';
 
-export interface CKAOptions {
-  /** Defaults to the model's name (its file's base name). */
-  model1Name?: string;
-  model2Name?: string;
-  /**
-   * Layers of model 1, in the row order wanted; default: every submodule that
-   * runs. Entries may be glob patterns (`layer1.*`, `layer*.?.relu`, `**.conv1`):
-   * `*` stays within one dotted segment, `**` crosses them; matches come in
-   * definition order.
-   */
-  model1Layers?: readonly string[];
-  model2Layers?: readonly string[];
-  dataset1Name?: string;
-  dataset2Name?: string;
-  /**
-   * Precision of the all-pairs HSIC products. `float64` (default) adds no
-   * error to that of the float32 Gram matrices; `float32` is faster for many
-   * layers and large batches. The sums are kept in float64 either way.
-   */
-  precision?: 'float64' | 'float32';
-  /**
-   * Intra-op threads for each model's work: libtorch's (OpenMP) and the
-   * BLAS's own pool (OpenBLAS keeps one apart from libtorch's). Default:
-   * libtorch's current setting, `runtimeInfo().threads` (`OMP_NUM_THREADS`).
-   */
-  threads?: number;
-  /**
-   * Run model 1 and model 2 at once, each on its own thread (on a GPU, its
-   * own CUDA stream), each with `threads` threads. Default: on a GPU, and on
-   * a CPU with at least 2 x `threads` cores.
-   */
-  concurrent?: boolean;
-  /**
-   * A batch with NaN or Inf in a layer's output: `false` (default) fails
-   * compare() with ERR_NON_FINITE naming the layer and batch; `true` skips the
-   * batch (it adds nothing) with a TORCH_CKA_SKIPPED_BATCH warning.
-   */
-  skipNonFinite?: boolean;
-  /** Receives warnings; default: `process.emitWarning`. */
-  onWarning?: (warning: CkaWarning) => void;
+/** compare()'s options, checked. */
+interface CompareSettings {
+  onProgress: ((progress: CompareProgress) => void) | undefined;
+  signal: AbortSignal | undefined;
+  checkpoint: ReturnType<typeof checkpointOptions> | undefined;
+  distributed: DistributedInfo | undefined;
 }
 
-export interface CkaWarning {
-  code:
-    | 'TORCH_CKA_SKIPPED_BATCH'
-    | 'TORCH_CKA_LAYER_LEFT_OUT'
-    | 'TORCH_CKA_CONSTANT_LAYER'
-    | 'TORCH_CKA_SAME_NAMES'
-    | 'TORCH_CKA_UNEVEN_DATA';
-  message: string;
-  /** TORCH_CKA_LAYER_LEFT_OUT (one warning per model): the model whose layers were left out. */
-  model?: 'model1' | 'model2';
-  /**
-   * TORCH_CKA_LAYER_LEFT_OUT: every layer left out, in definition order, each
-   * with why (e.g. `it did not run during batch 0`); the message only counts
-   * them and names them compactly.
-   */
-  layers?: LeftOutLayer[];
+/** What one pass over the batches needs; see CKA.iterate(). */
+interface Iteration {
+  first: BatchIterator;
+  second: BatchIterator | undefined;
+  /** Counts of this call, updated batch by batch. */
+  summary: CompareSummary;
+  /** The index in the whole stream of the first batch taken. */
+  start: number;
+  /** Batches between two taken ones: the number of ranks (1 alone). */
+  stride: number;
+  settings: CompareSettings;
+  saver: CheckpointSaver | undefined;
+  job: DistributedRun | undefined;
 }
 
-export interface CompareProgress {
-  /** Batches compared so far in this call (skipped ones not included). */
-  batches: number;
-  /** Samples compared so far in this call. */
-  samples: number;
-  /** Batches skipped so far in this call: fewer than 4 samples, or NaN/Inf with `skipNonFinite`. */
-  skipped: number;
-  /**
-   * Batches of the sources used so far, compared or skipped, counting those
-   * restored from a checkpoint. In a distributed run: the index in the whole
-   * stream of the next batch this rank would take.
-   */
-  position: number;
-  /**
-   * In a distributed run: where this rank sits, and on rank 0 the whole job's
-   * progress (summed from the ranks' heartbeats).
-   */
-  distributed?: { rank: number; worldSize: number; job?: JobProgress };
-}
-
-export interface CompareOptions {
-  onProgress?: (progress: CompareProgress) => void;
-  /**
-   * Stops compare(), which rejects with an AbortError. A batch running when
-   * the signal fires adds nothing: the sums stay as they were after the last
-   * completed batch, and the object stays usable.
-   */
-  signal?: AbortSignal;
-  /**
-   * Saves the sums to a file as the run goes, and resumes from it: if the
-   * file exists, its batches are restored and that many batches of the
-   * sources are passed over (torch-cka Datasets are not even read there).
-   * Needs a CKA object that has compared nothing yet; the file must come from
-   * the same models, layers, data and settings.
-   */
-  checkpoint?: CheckpointOptions;
-  /**
-   * Shares the batches among processes (and hosts) with PyTorch's c10d: rank
-   * r takes batches r, r + W, r + 2W, ... of the sources, and at the end the
-   * sums of all ranks are added with one all-reduce, so that every rank holds
-   * the whole matrix. `true` reads torchrun's RANK, WORLD_SIZE, LOCAL_RANK,
-   * MASTER_ADDR and MASTER_PORT (as `torch-cka launch` sets them); an object
-   * gives them (or some of them, the rest from the environment). Every rank
-   * must compare the same models, layers, data and settings.
-   */
-  distributed?: boolean | DistributedOptions;
-}
-
-export interface CompareSummary extends CompareProgress {
-  /** Which stream ran out first when the two differ in length, else null. */
-  stoppedEarly: 'data1' | 'data2' | null;
-  /** Batches restored from the checkpoint (compared in an earlier run), else 0. */
-  resumed: number;
-  /**
-   * In a distributed run: `batches`, `samples` and `skipped` above are the
-   * whole job's; this rank's own share and timings are here.
-   */
-  distributed?: {
-    rank: number;
-    worldSize: number;
-    backend: string;
-    local: { batches: number; samples: number; skipped: number };
-    /** Milliseconds. */
-    timings: DistributedTimings;
-  };
-}
-
-/** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
-export interface CKAResult {
-  model1Name: string;
-  model2Name: string;
-  /** Row names: model 1's layers, with `#k` for the k-th call of a module run several times. */
-  model1Layers: string[];
-  /** Column names: model 2's layers. */
-  model2Layers: string[];
-  dataset1Name: string;
-  dataset2Name: string;
-  /** Minibatch CKA, rows = model1Layers; null where a layer does not vary over the data. */
-  cka: Array<Array<number | null>>;
-  /** Samples compared (skipped batches not included). */
-  samples: number;
-  /** Batches compared. */
-  batches: number;
-}
-
-/** What a comparison holds and did; see {@link CKA.stats}. */
-export type CKAStats = NativeStats;
-
-export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
-
-function iterableMethod(data: unknown, what: string): () => AsyncIterator<Batch> | Iterator<Batch> {
-  if (data !== null && typeof data === 'object') {
-    const source = data as Partial<AsyncIterable<Batch> & Iterable<Batch>>;
-    const asyncIterator = source[Symbol.asyncIterator];
-    if (typeof asyncIterator === 'function') return () => asyncIterator.call(source);
-    const iterator = source[Symbol.iterator];
-    if (typeof iterator === 'function' && !ArrayBuffer.isView(source)) return () => iterator.call(source);
-  }
-  throw invalidArgType(`Expected ${what} to be an Iterable or AsyncIterable of batches but received ${describe(data)}`);
-}
-
-const iteratorOf = (data: unknown, what: string): AsyncIterator<Batch> | Iterator<Batch> =>
-  iterableMethod(data, what)();
+const emptySummary = (): CompareSummary => ({
+  batches: 0,
+  samples: 0,
+  skipped: 0,
+  position: 0,
+  stoppedEarly: null,
+  resumed: 0,
+});
 
 function abortError(signal: AbortSignal): Error {
   const error = makeError(Error, ErrorCodes.ABORTED, 'compare() was aborted');
@@ -224,228 +96,33 @@ function layerList(model: Model, value: unknown, name: string): string[] {
   return expandLayerPatterns(entries ?? [], model.native.layers(), `model '${model.name}' (${model.path})`);
 }
 
-/**
- * Iterators over the sources, past the first `skip` batches of each; with a
- * `stride` above 1, over every stride-th batch from `first` (>= skip) on.
- */
-async function resumedIterators(
-  data1: unknown,
-  data2: unknown,
-  skip: number,
-  first = skip,
-  stride = 1,
-): Promise<[AsyncIterator<Batch> | Iterator<Batch>, AsyncIterator<Batch> | Iterator<Batch> | undefined]> {
-  const open = async (data: unknown, what: string): Promise<AsyncIterator<Batch> | Iterator<Batch>> => {
-    if ((first > 0 || stride > 1) && data instanceof Dataset) {
-      return data.batches(first, stride)[Symbol.asyncIterator]();
-    }
-    const iterator = iteratorOf(data, what);
-    for (let i = 0; i < skip; i += 1) {
-      const item = await iterator.next();
-      if (item.done) {
-        throw makeError(
-          Error,
-          ErrorCodes.CHECKPOINT_MISMATCH,
-          `The checkpoint has used ${skip} batches of ${what}, but ${what} has only ${i}; resume with the same data`,
-        );
-      }
-    }
-    return first > skip || stride > 1 ? strided(iterator, first - skip, stride) : iterator;
-  };
-  return [await open(data1, 'data1'), data2 === undefined ? undefined : await open(data2, 'data2')];
-}
-
 function defaultConcurrent(model: Model, threads: number | undefined): boolean {
   if (!model.device.startsWith('cpu')) return true;
   const info = binding().runtimeInfo();
   return info.cores >= 2 * (threads ?? info.threads);
 }
 
-/**
- * Writes checkpoints in the background, one at a time: the state is copied
- * between batches (the copy is small: the float64 sums), the write overlaps
- * the next batch.
- */
-class CheckpointSaver {
-  private since = 0;
-  private position: number;
-  private writing: Promise<void> = Promise.resolve();
-  private failure: unknown;
-
-  constructor(
-    private readonly native: NativeCka,
-    private readonly file: string,
-    private readonly identity: CheckpointIdentity,
-    private readonly every: number,
-    position: number,
-  ) {
-    this.position = position;
+function compareSettings(options: CompareOptions | undefined): CompareSettings {
+  const opts = optionalObject(options, 'options');
+  const onProgress = optionalFunction<(p: CompareProgress) => void>(opts.onProgress, 'options.onProgress');
+  const signal = opts.signal as AbortSignal | undefined;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalidArgType(`Expected an AbortSignal for options.signal but received ${describe(signal)}`);
   }
-
-  /** After each batch compared or skipped; `position` counts the batches used. */
-  committed(position: number): void {
-    this.position = position;
-    this.since += 1;
-    if (this.failure) throw this.failure;
-    if (this.since >= this.every) this.save();
-  }
-
-  /** Writes what is there now (if anything was compared) and waits for every write. */
-  async final(): Promise<void> {
-    if (this.since > 0) this.save();
-    await this.writing;
-    if (this.failure) throw this.failure;
-  }
-
-  private save(): void {
-    this.since = 0;
-    let state;
-    try {
-      state = this.native.state();
-    } catch {
-      return; // nothing compared yet
-    }
-    const position = this.position;
-    this.writing = this.writing.then(() =>
-      writeCheckpoint(this.file, this.identity, position, state).catch((error: unknown) => {
-        this.failure ??= error;
-      }),
-    );
-  }
+  return {
+    onProgress,
+    signal,
+    checkpoint: opts.checkpoint === undefined ? undefined : checkpointOptions(opts.checkpoint),
+    distributed:
+      opts.distributed === undefined || opts.distributed === false ? undefined : resolveDistributed(opts.distributed),
+  };
 }
 
-/**
- * Comparisons with a batch in native code. When the process exits (Node waits
- * for running native work), they are cancelled so that it stops at the next
- * layer instead of finishing the batch.
- */
-const inFlight = new Set<NativeCka>();
-let exitHookInstalled = false;
-function track(native: NativeCka): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const running of inFlight) running.cancel();
-    });
-  }
-  inFlight.add(native);
-}
+/** The first batch at or after `position` that is rank `rank`'s of `stride` ranks. */
+const firstOwnBatch = (position: number, rank: number, stride: number): number =>
+  position + ((((rank - position) % stride) + stride) % stride);
 
-/** Names or patterns shown in a TORCH_CKA_LAYER_LEFT_OUT message; the other layers are counted ("and N more"). */
-const LEFT_OUT_SHOWN = 12;
-
-/** A layer left out of a default selection, as the warning's `layers` lists it. */
-export interface LeftOutLayer {
-  /** The module's dotted path. */
-  name: string;
-  /** The error naming it would give: ERR_LAYER_NOT_RUN, ERR_NO_TENSOR_OUTPUT or ERR_LAYER_SHAPE. */
-  code: NativeLeftOut['code'];
-  /** Why, e.g. `it did not run during batch 0`. */
-  reason: string;
-}
-
-/** The heading of a group of left-out layers in the message. */
-function reasonGroup(layer: LeftOutLayer): string {
-  switch (layer.code) {
-    case 'ERR_LAYER_NOT_RUN':
-      return layer.reason.replace(/^it /, '');
-    case 'ERR_NO_TENSOR_OUTPUT':
-      return 'output holds no tensor';
-    case 'ERR_LAYER_SHAPE':
-      return 'output has no batch dimension';
-    default:
-      return layer.reason;
-  }
-}
-
-/**
- * Layer names, compactly: names differing only in numeric segments become one
- * pattern with a count (`encoder.layers.*.linear1 (2)`), and consecutive ones
- * under one parent share it (`encoder.layers.*.{linear1,linear2}`). Shows at
- * most `budget` names or patterns; returns how many layers it left unnamed.
- */
-function compactNames(names: readonly string[], budget: number): { text: string; items: number; hidden: number } {
-  const patterns = new Map<string, string[]>();
-  for (const name of names) {
-    const key = name
-      .split('.')
-      .map((segment) => (/^\d+$/.test(segment) ? '*' : segment))
-      .join('.');
-    const same = patterns.get(key);
-    if (same) same.push(name);
-    else patterns.set(key, [name]);
-  }
-  const runs: Array<{ prefix: string[]; members: Array<{ suffix: string; count: number }> }> = [];
-  for (const [key, matching] of patterns) {
-    const count = matching.length;
-    const segments = (count > 1 ? key : (matching[0] as string)).split('.');
-    const last = runs[runs.length - 1];
-    if (
-      last &&
-      last.prefix.length > 0 &&
-      segments.length > last.prefix.length &&
-      last.prefix.every((segment, i) => segments[i] === segment)
-    ) {
-      last.members.push({ suffix: segments.slice(last.prefix.length).join('.'), count });
-    } else {
-      runs.push({
-        prefix: segments.slice(0, -1),
-        members: [{ suffix: segments[segments.length - 1] as string, count }],
-      });
-    }
-  }
-  const parts: string[] = [];
-  const most = Math.max(1, budget);
-  let left = most;
-  let hidden = 0;
-  for (const run of runs) {
-    const shown = run.members.slice(0, left);
-    left -= shown.length;
-    for (const member of run.members.slice(shown.length)) hidden += member.count;
-    if (shown.length === 0) continue;
-    const head = run.prefix.length > 0 ? `${run.prefix.join('.')}.` : '';
-    const counts = new Set(shown.map((member) => member.count));
-    const times = (count: number): string => (count > 1 ? ` (${count})` : '');
-    if (shown.length === 1) {
-      const only = shown[0] as { suffix: string; count: number };
-      parts.push(`${head}${only.suffix}${times(only.count)}`);
-    } else if (counts.size === 1) {
-      const count = shown[0]?.count ?? 1;
-      parts.push(`${head}{${shown.map((m) => m.suffix).join(',')}}${count > 1 ? ` (${count} each)` : ''}`);
-    } else {
-      parts.push(`${head}{${shown.map((m) => `${m.suffix}${times(m.count)}`).join(',')}}`);
-    }
-  }
-  return { text: parts.join(', '), items: most - left, hidden };
-}
-
-/**
- * The one TORCH_CKA_LAYER_LEFT_OUT message for a model: how many layers, and
- * per reason their names, compactly, at most LEFT_OUT_SHOWN of them.
- */
-function leftOutMessage(label: string, layers: readonly LeftOutLayer[]): string {
-  const groups = new Map<string, string[]>();
-  for (const layer of layers) {
-    const group = reasonGroup(layer);
-    const names = groups.get(group);
-    if (names) names.push(layer.name);
-    else groups.set(group, [layer.name]);
-  }
-  // Each reason names at least one layer; together they name at most LEFT_OUT_SHOWN.
-  let left = LEFT_OUT_SHOWN;
-  const sections: string[] = [];
-  for (const [group, names] of groups) {
-    const compact = compactNames(names, left);
-    left = Math.max(0, left - compact.items);
-    const more = compact.hidden > 0 ? `, and ${compact.hidden} more` : '';
-    sections.push(`${group} (${names.length}): ${compact.text}${more}`);
-  }
-  const count = layers.length === 1 ? '1 layer' : `${layers.length} layers`;
-  const verb = layers.length === 1 ? 'is' : 'are';
-  return `${count} of model '${label}' ${verb} left out of the comparison; ${sections.join('; ')}`;
-}
-
-const defaultWarning = (warning: CkaWarning): void => {
+const defaultWarning = (warning: CKAWarning): void => {
   process.emitWarning(warning.message, { type: 'TorchCkaWarning', code: warning.code });
 };
 
@@ -461,11 +138,13 @@ export class CKA {
   readonly dataset1Name: string;
   private dataset2NameOption: string | undefined;
   private sameData = true;
-  private readonly native: NativeCka;
-  private readonly warn: (warning: CkaWarning) => void;
+  private readonly native: NativeCKA;
+  private readonly warn: (warning: CKAWarning) => void;
   private readonly warned = new Set<string>();
   private readonly leftOutWarned = new Set<'model1' | 'model2'>();
   private running = false;
+  /** The batch in native code, if any: an abort cancels it, a failure waits for it. */
+  private stepping: Promise<unknown> | undefined;
   private readonly settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean };
 
   constructor(model1: Model, model2: Model, options?: CKAOptions) {
@@ -476,7 +155,7 @@ export class CKA {
     this.model2Name = optionalString(opts.model2Name, 'options.model2Name') ?? model2.name;
     this.dataset1Name = optionalString(opts.dataset1Name, 'options.dataset1Name') ?? 'data1';
     this.dataset2NameOption = optionalString(opts.dataset2Name, 'options.dataset2Name');
-    this.warn = optionalFunction<(w: CkaWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
+    this.warn = optionalFunction<(w: CKAWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
     const precision = optionalOneOf(opts.precision, ['float64', 'float32'] as const, 'options.precision');
     const threads = optionalInteger(opts.threads, 'options.threads', 1);
     const concurrent =
@@ -519,89 +198,218 @@ export class CKA {
     if (this.running) {
       throw makeError(Error, ErrorCodes.BUSY, 'compare() is already running on this CKA object; await it first');
     }
-    const opts = optionalObject(options, 'options');
-    const onProgress = optionalFunction<(p: CompareProgress) => void>(opts.onProgress, 'options.onProgress');
-    const signal = opts.signal as AbortSignal | undefined;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw invalidArgType(`Expected an AbortSignal for options.signal but received ${describe(signal)}`);
-    }
-    const checkpoint = opts.checkpoint === undefined ? undefined : checkpointOptions(opts.checkpoint);
-    const dist: DistributedInfo | undefined =
-      opts.distributed === undefined || opts.distributed === false ? undefined : resolveDistributed(opts.distributed);
+    const settings = compareSettings(options);
     // Checked now, so that bad sources fail before anything else happens.
-    iterableMethod(data1, 'data1');
-    if (data2 !== undefined) iterableMethod(data2, 'data2');
+    checkSource(data1, 'data1');
+    if (data2 !== undefined) checkSource(data2, 'data2');
 
     this.running = true;
     track(this.native);
-    const summary: CompareSummary = { batches: 0, samples: 0, skipped: 0, position: 0, stoppedEarly: null, resumed: 0 };
-    let running: Promise<unknown> | undefined;
+    const { signal } = settings;
     const cancel = (): void => {
-      if (running) this.native.cancel();
+      if (this.stepping) this.native.cancel();
     };
     signal?.addEventListener('abort', cancel);
-    let first: AsyncIterator<Batch> | Iterator<Batch> | undefined;
-    let second: AsyncIterator<Batch> | Iterator<Batch> | undefined;
-    let saver: CheckpointSaver | undefined;
-    let job: DistributedRun | undefined;
-    // A distributed call sums its own batches over the ranks; what the object
-    // held before is set aside and added back at the end.
-    let before: NativeState | null = null;
     try {
-      let position = 0;
-      const startup = performance.now();
-      const identity =
-        checkpoint || dist
-          ? await checkpointIdentity([this.model1, this.model2], this.settings, data1, data2, checkpoint?.key ?? null)
-          : undefined;
-      if (dist && identity) {
-        job = await DistributedRun.start(dist, identity, this.model1.device, startup);
-        before = this.stateOrNull();
-        if (before) this.native.reset();
-      }
-      if (checkpoint && identity) {
-        // Each rank keeps its own share's checkpoint.
-        const file = dist ? `${checkpoint.path}.rank${dist.rank}-of-${dist.worldSize}` : checkpoint.path;
-        const own = dist
-          ? { ...identity, key: [identity.key, `rank ${dist.rank} of ${dist.worldSize}`].filter(Boolean).join(' · ') }
-          : identity;
-        const saved = await readCheckpoint(file);
-        if (saved) {
-          this.resume(saved, own, file);
-          position = saved.position;
-          summary.position = position;
-          summary.resumed = saved.state.batches;
-        }
-        saver = new CheckpointSaver(this.native, file, own, checkpoint.every, position);
-      }
-      const rank = dist?.rank ?? 0;
-      const stride = dist?.worldSize ?? 1;
-      // This rank's first batch: the first at or after `position` that is its own.
-      const start = position + ((((rank - position) % stride) + stride) % stride);
-      [first, second] = await resumedIterators(data1, data2, position, start, stride);
-      if (data2 !== undefined) this.sameData = false;
-      await this.run(first, second, summary, start, stride, signal, onProgress, saver, job, (p) => (running = p));
-      if (job) await this.finishDistributed(job, before, summary, onProgress);
+      return settings.distributed
+        ? await this.compareDistributed(data1, data2, settings, settings.distributed)
+        : await this.compareHere(data1, data2, settings);
     } catch (error) {
-      // A batch still running finishes (adding to the sums or not) before this rejects.
-      await Promise.allSettled([running, first?.return?.(), second?.return?.()]);
-      // Keep what was compared before the failure; a failing write must not hide the first error.
-      await saver?.final().catch(() => undefined);
-      if (job) {
-        await job.fail(error);
-        // A share alone means nothing: back to what the object held before.
-        this.native.reset();
-        if (before) this.native.restore(before);
-      }
       if ((error as { code?: unknown }).code === ErrorCodes.ABORTED && signal?.aborted) throw abortError(signal);
       throw error;
     } finally {
-      await job?.close();
       signal?.removeEventListener('abort', cancel);
-      inFlight.delete(this.native);
+      untrack(this.native);
       this.running = false;
     }
+  }
+
+  /** One process: resume from the checkpoint if there is one, then every batch. */
+  private async compareHere(
+    data1: DataSource,
+    data2: DataSource | undefined,
+    settings: CompareSettings,
+  ): Promise<CompareSummary> {
+    const summary = emptySummary();
+    let saver: CheckpointSaver | undefined;
+    if (settings.checkpoint) {
+      const identity = await this.identity(data1, data2, settings.checkpoint.key);
+      saver = await this.openCheckpoint(settings.checkpoint.path, identity, settings.checkpoint.every, summary);
+    }
+    const position = summary.position;
+    const [first, second] = await this.openSources(data1, data2, { skip: position, first: position, stride: 1 });
+    await this.iterate({ first, second, summary, start: position, stride: 1, settings, saver, job: undefined });
     return summary;
+  }
+
+  /**
+   * One rank of a distributed job: meet the other ranks, resume this rank's
+   * checkpoint if there is one, compare this rank's share of the batches, and
+   * sum every rank's state. What the object held before is set aside during
+   * the run and added back at the end (or restored when the job fails).
+   */
+  private async compareDistributed(
+    data1: DataSource,
+    data2: DataSource | undefined,
+    settings: CompareSettings,
+    dist: DistributedInfo,
+  ): Promise<CompareSummary> {
+    const startup = performance.now();
+    const identity = await this.identity(data1, data2, settings.checkpoint?.key ?? null);
+    const job = await DistributedRun.start(dist, identity, this.model1.device, startup);
+    const before = this.stateOrNull();
+    if (before) this.native.reset();
+    try {
+      const summary = emptySummary();
+      let saver: CheckpointSaver | undefined;
+      if (settings.checkpoint) {
+        const own = rankCheckpoint(settings.checkpoint.path, identity, dist.rank, dist.worldSize);
+        saver = await this.openCheckpoint(own.file, own.identity, settings.checkpoint.every, summary);
+      }
+      const position = summary.position;
+      const start = firstOwnBatch(position, dist.rank, dist.worldSize);
+      const plan = { skip: position, first: start, stride: dist.worldSize };
+      const [first, second] = await this.openSources(data1, data2, plan);
+      await this.iterate({ first, second, summary, start, stride: dist.worldSize, settings, saver, job });
+      await this.finishDistributed(job, before, summary, settings.onProgress);
+      return summary;
+    } catch (error) {
+      await job.fail(error);
+      // A share alone means nothing: back to what the object held before.
+      this.native.reset();
+      if (before) this.native.restore(before);
+      throw error;
+    } finally {
+      await job.close();
+    }
+  }
+
+  /** What a checkpoint or the ranks check: the models' files, the layers, the data and the settings. */
+  private identity(data1: DataSource, data2: DataSource | undefined, key: string | null): Promise<CheckpointIdentity> {
+    return checkpointIdentity([this.model1, this.model2], this.settings, data1, data2, key);
+  }
+
+  /**
+   * Restores the checkpoint `file` if it exists (its position and batches go
+   * into `summary`) and returns the saver that keeps writing it.
+   */
+  private async openCheckpoint(
+    file: string,
+    identity: CheckpointIdentity,
+    every: number,
+    summary: CompareSummary,
+  ): Promise<CheckpointSaver> {
+    const saved = await readCheckpoint(file);
+    if (saved) {
+      this.resume(saved, identity, file);
+      summary.position = saved.position;
+      summary.resumed = saved.state.batches;
+    }
+    return new CheckpointSaver(this.native, file, identity, every, summary.position);
+  }
+
+  private resume(saved: Checkpoint, identity: CheckpointIdentity, file: string): void {
+    assertSameIdentity(saved.identity, identity, file);
+    if (this.stateOrNull() !== null) {
+      throw makeError(
+        Error,
+        ErrorCodes.CHECKPOINT_MISMATCH,
+        `Checkpoint '${file}' exists, but this CKA object has already compared batches; resume into a new CKA object, ` +
+          'or delete the checkpoint',
+      );
+    }
+    this.native.restore(saved.state);
+  }
+
+  private async openSources(
+    data1: DataSource,
+    data2: DataSource | undefined,
+    plan: Parameters<typeof openSources>[2],
+  ): Promise<[BatchIterator, BatchIterator | undefined]> {
+    const sources = await openSources(data1, data2, plan);
+    if (data2 !== undefined) this.sameData = false;
+    return sources;
+  }
+
+  /**
+   * The batches, one after another: each is fed to native code while the
+   * sources fetch the next; counts, checkpoints, heartbeats and progress
+   * follow each one. On a failure, the batch running settles, the sources are
+   * closed and what was compared is saved before the error goes on.
+   */
+  private async iterate(run: Iteration): Promise<void> {
+    const { first, second, summary, stride, saver, job } = run;
+    const { signal, onProgress } = run.settings;
+    const fetch = (): Promise<[IteratorResult<unknown>, IteratorResult<unknown> | undefined]> => {
+      // Async, so that a source that throws synchronously rejects instead.
+      const next = (async () => Promise.all([first.next(), second?.next()]))();
+      next.catch(() => undefined); // handled where it is awaited
+      return next;
+    };
+    try {
+      let step = run.start;
+      let upcoming = fetch();
+      for (;;) {
+        if (signal?.aborted) throw abortError(signal);
+        const [a, b] = await upcoming;
+        if (a.done || (b !== undefined && b.done)) {
+          if (b !== undefined && a.done !== b.done) await this.unevenEnd(a.done ? 'data1' : 'data2', run, step);
+          break;
+        }
+        const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
+        const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
+        // step() copies the inputs before it returns, so the sources may
+        // prepare the next batch (and reuse their buffers) while it runs.
+        this.stepping = this.native.step(inputs1, inputs2);
+        upcoming = fetch();
+        const result = (await this.stepping) as NativeStep;
+        this.stepping = undefined;
+        this.batchWarnings(result);
+        if (result.skipped) {
+          summary.skipped += 1;
+        } else {
+          summary.batches += 1;
+          summary.samples += result.n;
+        }
+        step += stride;
+        summary.position = step;
+        saver?.committed(step);
+        const progress: CompareProgress = {
+          batches: summary.batches,
+          samples: summary.samples,
+          skipped: summary.skipped,
+          position: step,
+        };
+        if (job) {
+          await job.batchDone(progress);
+          progress.distributed = {
+            rank: job.rank,
+            worldSize: job.worldSize,
+            ...(job.rank === 0 ? { job: job.progress } : {}),
+          };
+        }
+        onProgress?.(progress);
+      }
+      await saver?.final();
+    } catch (error) {
+      // A batch still running finishes (adding to the sums or not) before this rejects.
+      await Promise.allSettled([this.stepping, first.return?.(), second?.return?.()]);
+      this.stepping = undefined;
+      // Keep what was compared before the failure; a failing write must not hide the first error.
+      await saver?.final().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** One source ran out before the other: the rest of the other is not read. */
+  private async unevenEnd(ranOut: 'data1' | 'data2', run: Iteration, step: number): Promise<void> {
+    run.summary.stoppedEarly = ranOut;
+    const other = ranOut === 'data1' ? run.second : run.first;
+    await other?.return?.();
+    this.warnOnce({
+      code: 'TORCH_CKA_UNEVEN_DATA',
+      message: `${ranOut} ran out after ${step} batch(es) while the other had more; compared the first ${step}`,
+    });
   }
 
   private stateOrNull(): NativeState | null {
@@ -659,92 +467,6 @@ export class CKA {
     summary.distributed = { ...where, backend: job.backend, local, timings: { ...job.timings } };
   }
 
-  private resume(saved: Checkpoint, identity: CheckpointIdentity, file: string): void {
-    assertSameIdentity(saved.identity, identity, file);
-    if (this.stateOrNull() !== null) {
-      throw makeError(
-        Error,
-        ErrorCodes.CHECKPOINT_MISMATCH,
-        `Checkpoint '${file}' exists, but this CKA object has already compared batches; resume into a new CKA object, ` +
-          'or delete the checkpoint',
-      );
-    }
-    this.native.restore(saved.state);
-  }
-
-  private async run(
-    first: AsyncIterator<Batch> | Iterator<Batch>,
-    second: AsyncIterator<Batch> | Iterator<Batch> | undefined,
-    summary: CompareSummary,
-    position: number,
-    stride: number,
-    signal: AbortSignal | undefined,
-    onProgress: ((p: CompareProgress) => void) | undefined,
-    saver: CheckpointSaver | undefined,
-    job: DistributedRun | undefined,
-    track: (running: Promise<unknown> | undefined) => void,
-  ): Promise<void> {
-    const fetch = (): Promise<[IteratorResult<Batch>, IteratorResult<Batch> | undefined]> => {
-      // Async, so that a source that throws synchronously rejects instead.
-      const next = (async () => Promise.all([first.next(), second?.next()]))();
-      next.catch(() => undefined); // handled where it is awaited
-      return next;
-    };
-    let step = position;
-    let upcoming = fetch();
-    for (;;) {
-      if (signal?.aborted) throw abortError(signal);
-      const [a, b] = await upcoming;
-      if (a.done || (b !== undefined && b.done)) {
-        if (b !== undefined && a.done !== b.done) {
-          summary.stoppedEarly = a.done ? 'data1' : 'data2';
-          const other = a.done ? second : first;
-          await other?.return?.();
-          this.warnOnce({
-            code: 'TORCH_CKA_UNEVEN_DATA',
-            message: `${a.done ? 'data1' : 'data2'} ran out after ${step} batch(es) while the other had more; compared the first ${step}`,
-          });
-        }
-        break;
-      }
-      const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
-      const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
-      // step() copies the inputs before it returns, so the sources may
-      // prepare the next batch (and reuse their buffers) while it runs.
-      const stepping = this.native.step(inputs1, inputs2);
-      track(stepping);
-      upcoming = fetch();
-      const result = await stepping;
-      track(undefined);
-      this.batchWarnings(result);
-      if (result.skipped) {
-        summary.skipped += 1;
-      } else {
-        summary.batches += 1;
-        summary.samples += result.n;
-      }
-      step += stride;
-      summary.position = step;
-      saver?.committed(step);
-      const progress: CompareProgress = {
-        batches: summary.batches,
-        samples: summary.samples,
-        skipped: summary.skipped,
-        position: step,
-      };
-      if (job) {
-        await job.batchDone(progress);
-        progress.distributed = {
-          rank: job.rank,
-          worldSize: job.worldSize,
-          ...(job.rank === 0 ? { job: job.progress } : {}),
-        };
-      }
-      onProgress?.(progress);
-    }
-    await saver?.final();
-  }
-
   /** The CKA matrix so far. Fails with ERR_NO_DATA before any batch was compared. */
   export(): CKAResult {
     if (this.running) {
@@ -794,7 +516,7 @@ export class CKA {
     }
   }
 
-  private warnOnce(warning: CkaWarning): void {
+  private warnOnce(warning: CKAWarning): void {
     if (this.warned.has(warning.message)) return;
     this.warned.add(warning.message);
     this.warn(warning);

@@ -2,11 +2,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type CkaError, ErrorCodes, makeError } from '../util/errors';
+import { type CKAError, ErrorCodes, makeError } from '../util/errors';
 
-export const notFound = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_NOT_FOUND, message);
-export const badFormat = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_FORMAT, message);
-export const truncated = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_TRUNCATED, message);
+export const notFound = (message: string): CKAError => makeError(Error, ErrorCodes.DATA_NOT_FOUND, message);
+export const badFormat = (message: string): CKAError => makeError(Error, ErrorCodes.DATA_FORMAT, message);
+export const truncated = (message: string): CKAError => makeError(Error, ErrorCodes.DATA_TRUNCATED, message);
 
 /** Stats a path; a missing or unreadable one is ERR_DATA_NOT_FOUND naming it. */
 export async function statPath(file: string, what: string): Promise<fs.Stats> {

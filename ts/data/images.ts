@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Sharp } from 'sharp';
-import { type CkaError, ErrorCodes, makeError } from '../util/errors';
+import { type CKAError, ErrorCodes, makeError } from '../util/errors';
 import { requireString } from '../util/is';
 import { Tensor } from '../model/tensor';
 import { type BatchReader, type BatchSource, Dataset } from './dataset';
@@ -31,10 +31,10 @@ const loadSharp = (): SharpFactory => {
   return sharpFactory;
 };
 
-const decodeError = (file: string, error: unknown): CkaError =>
+const decodeError = (file: string, error: unknown): CKAError =>
   makeError(Error, ErrorCodes.IMAGE_DECODE, `Could not decode the image ${file}: ${(error as Error).message}`);
 
-const shapeError = (message: string): CkaError => makeError(Error, ErrorCodes.DATA_SHAPE, message);
+const shapeError = (message: string): CKAError => makeError(Error, ErrorCodes.DATA_SHAPE, message);
 
 const pair = (size: SizeOption): [number, number] => (typeof size === 'number' ? [size, size] : [size[0], size[1]]);
 

@@ -30,7 +30,7 @@ export interface NativeModel {
   dispose(): void;
 }
 
-export interface NativeCkaOptions {
+export interface NativeCKAOptions {
   layers1: string[];
   layers2: string[];
   label1: string;
@@ -107,7 +107,7 @@ export interface NativeResult {
   warnings: string[];
 }
 
-export interface NativeCka {
+export interface NativeCKA {
   readonly busy: boolean;
   step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
   result(): NativeResult;
@@ -168,7 +168,7 @@ export interface RuntimeInfo {
 
 export interface Binding {
   loadModel(path: string, device: string, instrument?: boolean): Promise<NativeModel>;
-  NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCkaOptions) => NativeCka;
+  NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCKAOptions) => NativeCKA;
   runtimeInfo(): RuntimeInfo;
   connectGroup(config: NativeGroupConfig): Promise<NativeGroup>;
 }

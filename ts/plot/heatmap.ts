@@ -1,6 +1,6 @@
 // The CKA matrix as a standalone SVG heatmap, laid out like torch_cka's plot_results():
 // model 1's layers up the y axis (row 0 at the bottom), model 2's along the x axis.
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 import { optionalBoolean, optionalObject, optionalOneOf, optionalInteger } from '../util/is';
 import { colormapNames, type ColormapName, colormaps, colorOf, luminance, rgbHex } from './colormap';
 import { optionalPositiveNumber, optionalText } from './options';

@@ -1,6 +1,6 @@
 // SVG to PNG with resvg (a Rust renderer: no browser, no system libraries beyond the fonts).
 import type { ResvgRenderOptions } from '@resvg/resvg-js';
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 import { describe, invalidArgType } from '../util/errors';
 import { optionalFunction, optionalObject, requireString } from '../util/is';
 import { heatmapSvg, type HeatmapOptions } from './heatmap';

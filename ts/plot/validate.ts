@@ -1,5 +1,5 @@
 // Checks that a value (e.g. parsed from results.json) is what CKA.export() returns.
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 import { describe, ErrorCodes, makeError } from '../util/errors';
 
 function fail(source: string, what: string): never {

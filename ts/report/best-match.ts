@@ -1,5 +1,5 @@
 // For each layer of model 1, the layer of model 2 it resembles most.
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 
 export interface BestMatch {
   /** Row index: the layer of model 1. */

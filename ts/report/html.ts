@@ -1,6 +1,6 @@
 // One self-contained HTML page for a CKA result: the heatmap with tooltips, what was
 // compared, and the best match of each layer. No network: inline CSS, SVG and script only.
-import type { CKAResult } from '../compare/cka';
+import type { CKAResult } from '../compare/types';
 import { describe, invalidArgType } from '../util/errors';
 import { optionalObject } from '../util/is';
 import { colorHex } from '../plot/colormap';

@@ -1,4 +1,7 @@
-/** Stable error codes. The native side uses the same strings (native/core/errors.h). */
+/**
+ * Stable error codes: the one list. The native side's constants
+ * (native/core/error_codes.h) are generated from it by scripts/make-error-codes.js.
+ */
 export const ErrorCodes = {
   MODEL_NOT_FOUND: 'ERR_MODEL_NOT_FOUND',
   /** libtorch could not load a file that looked like TorchScript (damaged contents). */
@@ -74,20 +77,23 @@ export const ErrorCodes = {
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** An Error, TypeError or RangeError carrying one of {@link ErrorCodes} as `code`. */
-export interface CkaError extends Error {
+export interface CKAError extends Error {
   code: ErrorCode;
 }
 
+/** @deprecated The old spelling of {@link CKAError}. */
+export type CkaError = CKAError;
+
 type ErrorClass = typeof Error | typeof TypeError | typeof RangeError;
 
-export function makeError(Kind: ErrorClass, code: ErrorCode, message: string): CkaError {
-  const error = new Kind(message) as CkaError;
+export function makeError(Kind: ErrorClass, code: ErrorCode, message: string): CKAError {
+  const error = new Kind(message) as CKAError;
   error.code = code;
   return error;
 }
 
-export const invalidArgType = (message: string): CkaError => makeError(TypeError, ErrorCodes.INVALID_ARG, message);
-export const invalidArgValue = (message: string): CkaError => makeError(RangeError, ErrorCodes.INVALID_ARG, message);
+export const invalidArgType = (message: string): CKAError => makeError(TypeError, ErrorCodes.INVALID_ARG, message);
+export const invalidArgValue = (message: string): CKAError => makeError(RangeError, ErrorCodes.INVALID_ARG, message);
 
 /** Describes a received value for messages: "1.5", "a string", "an array", ... */
 export function describe(value: unknown): string {

@@ -7,7 +7,8 @@ import net from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
 
-import { type CommandSpec, helpText, integerValue, parse, stringValue, usageError } from './args';
+import { type CommandSpec, helpText, integerValue, parse, stringValue, usageError } from '../args';
+import type { Command } from '../command';
 
 export const LAUNCH: CommandSpec = {
   name: 'launch',
@@ -60,8 +61,8 @@ export const LAUNCH: CommandSpec = {
 
 /** The torch-cka commands that launch runs with this package's own CLI. */
 const CLI_COMMANDS = new Set(['compare', 'layers', 'plot', 'demo']);
-/** This package's CLI (launch.js sits next to main.js in dist/cli). */
-const CLI = path.join(__dirname, 'main.js');
+/** This package's CLI (dist/cli/main.js; this file is dist/cli/commands/launch.js). */
+const CLI = path.join(__dirname, '..', 'main.js');
 /** Time between SIGTERM (or a forwarded signal) and SIGKILL. */
 const GRACE_MS = 5000;
 const DEFAULT_ADDR = '127.0.0.1';
@@ -314,3 +315,5 @@ export async function runLaunch(argv: readonly string[], io: LaunchIo = {}): Pro
   const masterPort = plan.masterPort ?? (await freePort());
   return supervise(plan, masterPort, env, stderr);
 }
+
+export const launch: Command = { spec: LAUNCH, run: (argv) => runLaunch(argv) };

@@ -1,17 +1,165 @@
 // `torch-cka compare`: two models, one or two data sets, and the files asked
-// for. `torch-cka demo` runs the same code on the shipped models.
+// for. Its options and help, how they map to a CompareConfig, and the run
+// (runCompare), which `torch-cka demo` calls on the shipped models.
 import path from 'node:path';
 
-import { CKA, type CKAResult, type CkaWarning } from '../compare/cka';
-import { type Dataset, type OpenDatasetOptions, openDataset } from '../data';
-import { type DistributedInfo, distributedEnv } from '../compare/distributed';
-import { loadModel, type Model } from '../model/model';
-import { heatmapPng, heatmapSvg } from '../plot';
-import { bestMatches, reportHtml } from '../report';
-import { formatDuration, Progress } from './progress';
-import { resultToCsv, table, writeFileAtomic } from './output';
-import { usageError } from './args';
-import { packageVersion } from './version';
+import { CKA } from '../../compare/cka';
+import type { CKAResult, CKAWarning } from '../../compare/types';
+import { type Dataset, type OpenDatasetOptions, openDataset } from '../../data';
+import { type DistributedInfo, distributedEnv } from '../../compare/distributed';
+import { loadModel, type Model } from '../../model/model';
+import { bestMatches, reportHtml } from '../../report';
+import { formatDuration, Progress } from '../progress';
+import { resultToCsv, table, writeFileAtomic } from '../output';
+import {
+  type CommandSpec,
+  choiceValue,
+  helpText,
+  integerValue,
+  listValue,
+  parse,
+  sizeValue,
+  stringValue,
+  usageError,
+  type Values,
+} from '../args';
+import type { Command } from '../command';
+import { plotKind, writePlot } from './plot';
+import { packageVersion } from '../version';
+
+const DATA_OPTIONS: CommandSpec['options'] = {
+  'batch-size': { type: 'string', value: 'N', description: 'samples per batch (default 64)' },
+  limit: { type: 'string', value: 'N', description: 'use at most N samples of each data set' },
+  shuffle: { type: 'boolean', description: 'shuffle the samples (before --limit) with --seed' },
+  seed: { type: 'string', value: 'S', description: 'seed of --shuffle (default 0)' },
+  'drop-last': { type: 'boolean', description: 'drop a last batch smaller than --batch-size' },
+  resize: { type: 'string', value: 'S|HxW', description: 'images: shorter side to S, or exactly H x W' },
+  'center-crop': { type: 'string', value: 'S|HxW', description: 'images: crop the centre to S x S or H x W' },
+  normalize: {
+    type: 'string',
+    value: 'NAME',
+    description: 'none (default), imagenet (images), cifar10 (CIFAR-10), mnist (IDX)',
+  },
+  channels: { type: 'string', value: '1|3', description: 'images: 3 (default, RGB) or 1 (grey)' },
+  split: { type: 'string', value: 'NAME', description: 'CIFAR-10 folder: train, test or all (default)' },
+};
+
+export const COMPARE: CommandSpec = {
+  name: 'compare',
+  usage: 'torch-cka compare MODEL1.pt MODEL2.pt --data PATH [--data2 PATH] [options]',
+  summary:
+    'Computes minibatch CKA between the layers of two TorchScript models over a data set\n' +
+    '(model 2 sees --data2 when given) and writes the results, a heatmap and a report.',
+  positionals: { min: 2, max: 2 },
+  options: {
+    data: { type: 'string', short: 'd', value: 'PATH', description: 'data for model 1 (and model 2 without --data2)' },
+    data2: { type: 'string', value: 'PATH', description: 'data for model 2' },
+    layers1: { type: 'string', value: 'a,b,c', description: "model 1's layers; globs: layer1.*, **.relu" },
+    layers2: { type: 'string', value: 'a,b,c', description: "model 2's layers (default: every submodule that runs)" },
+    name1: { type: 'string', value: 'N', description: "model 1's name (default: its file's base name)" },
+    name2: { type: 'string', value: 'N', description: "model 2's name" },
+    device: { type: 'string', value: 'DEV', description: 'cpu (default), cuda or cuda:N' },
+    threads: { type: 'string', value: 'N', description: "threads per model (default: libtorch's, OMP_NUM_THREADS)" },
+    sequential: { type: 'boolean', description: 'run the two models in turn, not at once' },
+    'skip-non-finite': { type: 'boolean', description: 'skip a batch with NaN/Inf in a layer (default: stop)' },
+    checkpoint: {
+      type: 'string',
+      value: 'FILE',
+      description: 'save progress to FILE as the run goes; resume from it if it exists',
+    },
+    'checkpoint-every': { type: 'string', value: 'N', description: 'batches between checkpoint writes (default 10)' },
+    'dist-timeout': {
+      type: 'string',
+      value: 'S',
+      description: 'distributed: seconds to wait for a missing or silent rank (default 300)',
+    },
+    ...DATA_OPTIONS,
+    out: { type: 'string', short: 'o', value: 'FILE', description: 'write results.json (export() + the arguments)' },
+    csv: { type: 'string', value: 'FILE', description: 'write the matrix as CSV with layer names' },
+    plot: { type: 'string', value: 'FILE', description: 'write a heatmap (.svg or .png)' },
+    report: { type: 'string', value: 'FILE', description: 'write a self-contained HTML report' },
+    title: { type: 'string', value: 'T', description: 'title of the heatmap and report' },
+    quiet: { type: 'boolean', short: 'q', description: 'print nothing but errors' },
+    verbose: { type: 'boolean', description: 'list each layer left out of the default layers, with why' },
+  },
+  notes:
+    'Data: a .npy array (N x ...), CIFAR-10 binary batches (a .bin file or their folder),\n' +
+    'an MNIST-style IDX image file (gzipped or not), or a folder of JPEG/PNG/WebP images.\n' +
+    'Layer patterns: * matches within one dotted segment, ** across them, ? one character.\n' +
+    'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
+    'processes; rank 0 prints the progress and writes the files. See torch-cka launch --help.',
+};
+
+function dataOptions(values: Values): OpenDatasetOptions {
+  const options: OpenDatasetOptions = {};
+  const batchSize = integerValue(values, 'batch-size', 1);
+  const limit = integerValue(values, 'limit', 1);
+  const seed = integerValue(values, 'seed', 0);
+  const resize = sizeValue(values, 'resize');
+  const centerCrop = sizeValue(values, 'center-crop');
+  const normalize = choiceValue(values, 'normalize', ['none', 'imagenet', 'cifar10', 'mnist'] as const);
+  const channels = choiceValue(values, 'channels', ['1', '3'] as const);
+  const split = choiceValue(values, 'split', ['train', 'test', 'all'] as const);
+  if (seed !== undefined && !values.shuffle) throw usageError('--seed needs --shuffle');
+  if (batchSize !== undefined) options.batchSize = batchSize;
+  if (limit !== undefined) options.limit = limit;
+  if (values.shuffle) options.shuffle = true;
+  if (seed !== undefined) options.seed = seed;
+  if (values['drop-last']) options.dropLast = true;
+  if (resize !== undefined) options.resize = resize;
+  if (centerCrop !== undefined) options.centerCrop = centerCrop;
+  if (normalize !== undefined) options.normalize = normalize;
+  if (channels !== undefined) options.channels = Number(channels) as 1 | 3;
+  if (split !== undefined) options.split = split;
+  return options;
+}
+
+function checkpointEvery(values: Values): number | undefined {
+  const every = integerValue(values, 'checkpoint-every', 1);
+  if (every !== undefined && values.checkpoint === undefined)
+    throw usageError('--checkpoint-every needs --checkpoint FILE');
+  return every;
+}
+
+const optionalList = (value: string | undefined): string[] | undefined => (value === undefined ? undefined : [value]);
+
+/** `torch-cka compare ARGS`: parses the arguments into a CompareConfig and runs it. */
+async function compareCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, COMPARE);
+  if (values.help) return void process.stdout.write(helpText(COMPARE));
+  const data1 = stringValue(values, 'data');
+  if (data1 === undefined) throw usageError(`torch-cka compare needs --data PATH; usage: ${COMPARE.usage}`);
+  const pick = <T>(value: T | undefined, key: string): Record<string, T> =>
+    value === undefined ? {} : { [key]: value };
+  await runCompare({
+    model1: positionals[0] as string,
+    model2: positionals[1] as string,
+    data1,
+    ...pick(stringValue(values, 'data2'), 'data2'),
+    ...pick(listValue(values, 'layers1'), 'layers1'),
+    ...pick(listValue(values, 'layers2'), 'layers2'),
+    ...pick(stringValue(values, 'name1'), 'name1'),
+    ...pick(stringValue(values, 'name2'), 'name2'),
+    ...pick(stringValue(values, 'device'), 'device'),
+    ...pick(integerValue(values, 'threads', 1), 'threads'),
+    ...(values.sequential ? { concurrent: false } : {}),
+    ...(values['skip-non-finite'] ? { skipNonFinite: true } : {}),
+    ...pick(stringValue(values, 'checkpoint'), 'checkpoint'),
+    ...pick(checkpointEvery(values), 'checkpointEvery'),
+    ...pick(integerValue(values, 'dist-timeout', 1), 'distTimeout'),
+    data: dataOptions(values),
+    ...pick(stringValue(values, 'out'), 'out'),
+    ...pick(stringValue(values, 'csv'), 'csv'),
+    ...pick(optionalList(stringValue(values, 'plot')), 'plots'),
+    ...pick(stringValue(values, 'report'), 'report'),
+    ...pick(stringValue(values, 'title'), 'title'),
+    quiet: Boolean(values.quiet),
+    ...(values.verbose ? { verbose: true } : {}),
+    argv: ['compare', ...argv],
+  });
+}
+
+export const compare: Command = { spec: COMPARE, run: compareCommand };
 
 export interface CompareConfig {
   model1: string;
@@ -72,20 +220,6 @@ export interface CompareOutcome {
   written: string[];
 }
 
-const plotKind = (file: string): 'svg' | 'png' => {
-  const ext = path.extname(file).toLowerCase();
-  if (ext === '.svg') return 'svg';
-  if (ext === '.png') return 'png';
-  throw usageError(`Expected --plot to end in .svg or .png but received '${file}'`);
-};
-
-/** Writes a heatmap, choosing SVG or PNG from the file's extension. */
-export async function writePlot(file: string, result: CKAResult, title: string | undefined): Promise<void> {
-  const options = title === undefined ? {} : { title };
-  const kind = plotKind(file);
-  await writeFileAtomic(file, kind === 'svg' ? heatmapSvg(result, options) : heatmapPng(result, options));
-}
-
 /**
  * Under `torch-cka launch` or torchrun (WORLD_SIZE above 1), compare shares
  * the batches among the processes; rank 0 alone prints and writes files.
@@ -105,7 +239,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
   const say = (line: string): void => {
     if (!quiet) process.stdout.write(`${line}\n`);
   };
-  const onWarning = (warning: CkaWarning): void => {
+  const onWarning = (warning: CKAWarning): void => {
     if (quiet) return;
     const layers = warning.code === 'TORCH_CKA_LAYER_LEFT_OUT' ? (warning.layers ?? []) : [];
     if (layers.length === 0) return void stderr.write(`warning: ${warning.message} (${warning.code})\n`);

@@ -3,9 +3,34 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { ErrorCodes, makeError } from '../util/errors';
+import { ErrorCodes, makeError } from '../../util/errors';
 import { type CompareOutcome, runCompare } from './compare';
-import { packageRoot } from './version';
+import { type CommandSpec, helpText, parse, stringValue } from '../args';
+import type { Command } from '../command';
+import { packageRoot } from '../version';
+
+export const DEMO: CommandSpec = {
+  name: 'demo',
+  usage: 'torch-cka demo [--out DIR]',
+  summary:
+    'Compares the two small models that ship with torch-cka (a CNN and an MLP trained on\n' +
+    "scikit-learn's 8x8 digits) on 360 held-out digits, prints a summary and writes\n" +
+    'results.json, results.csv, heatmap.svg, heatmap.png and report.html.',
+  positionals: { min: 0, max: 0 },
+  options: {
+    out: { type: 'string', short: 'o', value: 'DIR', description: 'output folder (default ./torch-cka-demo)' },
+    quiet: { type: 'boolean', short: 'q', description: 'print nothing but errors' },
+  },
+};
+
+/** `torch-cka demo [--out DIR]`. */
+async function demoCommand(argv: string[]): Promise<void> {
+  const { values } = parse(argv, DEMO);
+  if (values.help) return void process.stdout.write(helpText(DEMO));
+  await runDemo({ out: stringValue(values, 'out') ?? 'torch-cka-demo', quiet: Boolean(values.quiet) });
+}
+
+export const demo: Command = { spec: DEMO, run: demoCommand };
 
 export interface DemoOptions {
   out: string;

@@ -1,0 +1,169 @@
+// The public option and result types of a comparison: what `new CKA()`,
+// `compare()` and `export()` take and give. No code here.
+import type { NativeLeftOut, NativeStats } from '../native/binding';
+import type { Batch } from '../model/tensor';
+import type { CheckpointOptions } from './checkpoint';
+import type { DistributedOptions, DistributedTimings, JobProgress } from './distributed';
+
+export interface CKAOptions {
+  /** Defaults to the model's name (its file's base name). */
+  model1Name?: string;
+  model2Name?: string;
+  /**
+   * Layers of model 1, in the row order wanted; default: every submodule that
+   * runs. Entries may be glob patterns (`layer1.*`, `layer*.?.relu`, `**.conv1`):
+   * `*` stays within one dotted segment, `**` crosses them; matches come in
+   * definition order.
+   */
+  model1Layers?: readonly string[];
+  model2Layers?: readonly string[];
+  dataset1Name?: string;
+  dataset2Name?: string;
+  /**
+   * Precision of the all-pairs HSIC products. `float64` (default) adds no
+   * error to that of the float32 Gram matrices; `float32` is faster for many
+   * layers and large batches. The sums are kept in float64 either way.
+   */
+  precision?: 'float64' | 'float32';
+  /**
+   * Intra-op threads for each model's work: libtorch's (OpenMP) and the
+   * BLAS's own pool (OpenBLAS keeps one apart from libtorch's). Default:
+   * libtorch's current setting, `runtimeInfo().threads` (`OMP_NUM_THREADS`).
+   */
+  threads?: number;
+  /**
+   * Run model 1 and model 2 at once, each on its own thread (on a GPU, its
+   * own CUDA stream), each with `threads` threads. Default: on a GPU, and on
+   * a CPU with at least 2 x `threads` cores.
+   */
+  concurrent?: boolean;
+  /**
+   * A batch with NaN or Inf in a layer's output: `false` (default) fails
+   * compare() with ERR_NON_FINITE naming the layer and batch; `true` skips the
+   * batch (it adds nothing) with a TORCH_CKA_SKIPPED_BATCH warning.
+   */
+  skipNonFinite?: boolean;
+  /** Receives warnings; default: `process.emitWarning`. */
+  onWarning?: (warning: CKAWarning) => void;
+}
+
+export interface CKAWarning {
+  code:
+    | 'TORCH_CKA_SKIPPED_BATCH'
+    | 'TORCH_CKA_LAYER_LEFT_OUT'
+    | 'TORCH_CKA_CONSTANT_LAYER'
+    | 'TORCH_CKA_SAME_NAMES'
+    | 'TORCH_CKA_UNEVEN_DATA';
+  message: string;
+  /** TORCH_CKA_LAYER_LEFT_OUT (one warning per model): the model whose layers were left out. */
+  model?: 'model1' | 'model2';
+  /**
+   * TORCH_CKA_LAYER_LEFT_OUT: every layer left out, in definition order, each
+   * with why (e.g. `it did not run during batch 0`); the message only counts
+   * them and names them compactly.
+   */
+  layers?: LeftOutLayer[];
+}
+
+export interface CompareProgress {
+  /** Batches compared so far in this call (skipped ones not included). */
+  batches: number;
+  /** Samples compared so far in this call. */
+  samples: number;
+  /** Batches skipped so far in this call: fewer than 4 samples, or NaN/Inf with `skipNonFinite`. */
+  skipped: number;
+  /**
+   * Batches of the sources used so far, compared or skipped, counting those
+   * restored from a checkpoint. In a distributed run: the index in the whole
+   * stream of the next batch this rank would take.
+   */
+  position: number;
+  /**
+   * In a distributed run: where this rank sits, and on rank 0 the whole job's
+   * progress (summed from the ranks' heartbeats).
+   */
+  distributed?: { rank: number; worldSize: number; job?: JobProgress };
+}
+
+export interface CompareOptions {
+  onProgress?: (progress: CompareProgress) => void;
+  /**
+   * Stops compare(), which rejects with an AbortError. A batch running when
+   * the signal fires adds nothing: the sums stay as they were after the last
+   * completed batch, and the object stays usable.
+   */
+  signal?: AbortSignal;
+  /**
+   * Saves the sums to a file as the run goes, and resumes from it: if the
+   * file exists, its batches are restored and that many batches of the
+   * sources are passed over (torch-cka Datasets are not even read there).
+   * Needs a CKA object that has compared nothing yet; the file must come from
+   * the same models, layers, data and settings.
+   */
+  checkpoint?: CheckpointOptions;
+  /**
+   * Shares the batches among processes (and hosts) with PyTorch's c10d: rank
+   * r takes batches r, r + W, r + 2W, ... of the sources, and at the end the
+   * sums of all ranks are added with one all-reduce, so that every rank holds
+   * the whole matrix. `true` reads torchrun's RANK, WORLD_SIZE, LOCAL_RANK,
+   * MASTER_ADDR and MASTER_PORT (as `torch-cka launch` sets them); an object
+   * gives them (or some of them, the rest from the environment). Every rank
+   * must compare the same models, layers, data and settings.
+   */
+  distributed?: boolean | DistributedOptions;
+}
+
+export interface CompareSummary extends CompareProgress {
+  /** Which stream ran out first when the two differ in length, else null. */
+  stoppedEarly: 'data1' | 'data2' | null;
+  /** Batches restored from the checkpoint (compared in an earlier run), else 0. */
+  resumed: number;
+  /**
+   * In a distributed run: `batches`, `samples` and `skipped` above are the
+   * whole job's; this rank's own share and timings are here.
+   */
+  distributed?: {
+    rank: number;
+    worldSize: number;
+    backend: string;
+    local: { batches: number; samples: number; skipped: number };
+    /** Milliseconds. */
+    timings: DistributedTimings;
+  };
+}
+
+/** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
+export interface CKAResult {
+  model1Name: string;
+  model2Name: string;
+  /** Row names: model 1's layers, with `#k` for the k-th call of a module run several times. */
+  model1Layers: string[];
+  /** Column names: model 2's layers. */
+  model2Layers: string[];
+  dataset1Name: string;
+  dataset2Name: string;
+  /** Minibatch CKA, rows = model1Layers; null where a layer does not vary over the data. */
+  cka: Array<Array<number | null>>;
+  /** Samples compared (skipped batches not included). */
+  samples: number;
+  /** Batches compared. */
+  batches: number;
+}
+
+/** What a comparison holds and did; see {@link CKA.stats}. */
+export type CKAStats = NativeStats;
+
+export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
+
+/** A layer left out of a default selection, as the warning's `layers` lists it. */
+export interface LeftOutLayer {
+  /** The module's dotted path. */
+  name: string;
+  /** The error naming it would give: ERR_LAYER_NOT_RUN, ERR_NO_TENSOR_OUTPUT or ERR_LAYER_SHAPE. */
+  code: NativeLeftOut['code'];
+  /** Why, e.g. `it did not run during batch 0`. */
+  reason: string;
+}
+
+/** @deprecated The old spelling of {@link CKAWarning}. */
+export type CkaWarning = CKAWarning;
