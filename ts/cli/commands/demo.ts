@@ -37,7 +37,7 @@ export interface DemoOptions {
   quiet: boolean;
 }
 
-/** The demo's files inside the package (made by scripts/make_demo.py). */
+/** The demo's files inside the package (made by demo/make-demo.py). */
 export function demoFiles(): { model1: string; model2: string; data: string } {
   const root = path.join(packageRoot(), 'demo');
   const files = {
