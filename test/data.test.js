@@ -1,6 +1,6 @@
 'use strict';
 // Data readers: .npy, CIFAR-10 binary, IDX (MNIST) and image folders.
-// .npy files and images come from scripts/make_data_fixtures.py; IDX and
+// .npy files and images come from test/fixtures/generate/make-data-fixtures.py; IDX and
 // CIFAR-10 files are built here byte by byte. Expected values are recomputed
 // from the formulas that made the data, never copied from the readers.
 const assert = require('node:assert/strict');
@@ -72,7 +72,7 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-// The formulas of scripts/make_data_fixtures.py.
+// The formulas of test/fixtures/generate/make-data-fixtures.py.
 const VALUE = {
   float32: (i) => ((i * 7) % 13) - 3.5,
   float64: (i) => ((i * 7) % 13) - 3.5,
@@ -1392,7 +1392,7 @@ describe('data: feeding CKA.compare', () => {
     assert.equal(summary.samples, 24);
     assert.equal(summary.batches, 3);
 
-    // The formula of scripts/make_data_fixtures.py, batch by batch.
+    // The formula of test/fixtures/generate/make-data-fixtures.py, batch by batch.
     const sample = 3 * 8 * 8;
     const batches = [0, 1, 2].map((b) => ({
       data: Float32Array.from({ length: 8 * sample }, (_, k) => {
