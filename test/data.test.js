@@ -320,7 +320,7 @@ describe('data: .npy', () => {
       });
     });
 
-    // Found by scripts/fuzz.js: a header length read from the file was
+    // Found by test/fuzz/fuzz.js: a header length read from the file was
     // allocated before it was checked (up to 4 GiB for a 2.0 header).
     it('a header length past the end of the file is ERR_DATA_TRUNCATED, before anything that size is allocated', async () => {
       const whole = fs.readFileSync(npy('v2.npy'));
@@ -347,7 +347,7 @@ describe('data: .npy', () => {
       assert.ok(biggest > 0 && biggest < 65536, `the reader allocated ${biggest} bytes`);
     });
 
-    // Found by scripts/fuzz.js: shape (10**12, 0) made a pass of 10**12 empty batches out of no data.
+    // Found by test/fuzz/fuzz.js: shape (10**12, 0) made a pass of 10**12 empty batches out of no data.
     it('a sample dimension of 0 is ERR_DATA_FORMAT', async () => {
       const header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 0, 3), }";
       const text = header + ' '.repeat(64 - ((10 + header.length + 1) % 64)) + '\n';
@@ -770,7 +770,7 @@ describe('data: IDX (MNIST)', () => {
       });
     });
 
-    // Found by scripts/fuzz.js: the gzip trailer holds the size mod 2^32, so a
+    // Found by test/fuzz/fuzz.js: the gzip trailer holds the size mod 2^32, so a
     // header promising 2^32 bytes more than the data passed the check, and a
     // pass then allocated a 1 GiB batch.
     it('a gzipped header that promises 4 GiB more than the data is ERR_DATA_TRUNCATED when opened', async () => {
