@@ -83,7 +83,7 @@ function checkContents(files) {
     /^dist\/index\.d\.ts$/,
     /^dist\/index\.d\.mts$/,
     /^dist\/cli\/main\.js$/,
-    /^dist\/verify-child\.js$/,
+    /^dist\/native\/verify-child\.js$/,
     /^binding\.gyp$/,
     /^CMakeLists\.txt$/,
     /^native\/core\/engine\.cc$/,
