@@ -1,6 +1,6 @@
 'use strict';
 // Data readers: .npy, CIFAR-10 binary, IDX (MNIST) and image folders.
-// .npy files and images come from scripts/make_data_fixtures.py; IDX and
+// .npy files and images come from test/fixtures/generate/make-data-fixtures.py; IDX and
 // CIFAR-10 files are built here byte by byte. Expected values are recomputed
 // from the formulas that made the data, never copied from the readers.
 const assert = require('node:assert/strict');
@@ -72,7 +72,7 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-// The formulas of scripts/make_data_fixtures.py.
+// The formulas of test/fixtures/generate/make-data-fixtures.py.
 const VALUE = {
   float32: (i) => ((i * 7) % 13) - 3.5,
   float64: (i) => ((i * 7) % 13) - 3.5,
@@ -320,7 +320,7 @@ describe('data: .npy', () => {
       });
     });
 
-    // Found by scripts/fuzz.js: a header length read from the file was
+    // Found by test/fuzz/fuzz.js: a header length read from the file was
     // allocated before it was checked (up to 4 GiB for a 2.0 header).
     it('a header length past the end of the file is ERR_DATA_TRUNCATED, before anything that size is allocated', async () => {
       const whole = fs.readFileSync(npy('v2.npy'));
@@ -347,7 +347,7 @@ describe('data: .npy', () => {
       assert.ok(biggest > 0 && biggest < 65536, `the reader allocated ${biggest} bytes`);
     });
 
-    // Found by scripts/fuzz.js: shape (10**12, 0) made a pass of 10**12 empty batches out of no data.
+    // Found by test/fuzz/fuzz.js: shape (10**12, 0) made a pass of 10**12 empty batches out of no data.
     it('a sample dimension of 0 is ERR_DATA_FORMAT', async () => {
       const header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 0, 3), }";
       const text = header + ' '.repeat(64 - ((10 + header.length + 1) % 64)) + '\n';
@@ -770,7 +770,7 @@ describe('data: IDX (MNIST)', () => {
       });
     });
 
-    // Found by scripts/fuzz.js: the gzip trailer holds the size mod 2^32, so a
+    // Found by test/fuzz/fuzz.js: the gzip trailer holds the size mod 2^32, so a
     // header promising 2^32 bytes more than the data passed the check, and a
     // pass then allocated a 1 GiB batch.
     it('a gzipped header that promises 4 GiB more than the data is ERR_DATA_TRUNCATED when opened', async () => {
@@ -1392,7 +1392,7 @@ describe('data: feeding CKA.compare', () => {
     assert.equal(summary.samples, 24);
     assert.equal(summary.batches, 3);
 
-    // The formula of scripts/make_data_fixtures.py, batch by batch.
+    // The formula of test/fixtures/generate/make-data-fixtures.py, batch by batch.
     const sample = 3 * 8 * 8;
     const batches = [0, 1, 2].map((b) => ({
       data: Float32Array.from({ length: 8 * sample }, (_, k) => {

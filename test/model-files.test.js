@@ -1,7 +1,7 @@
 'use strict';
 // Model files from everywhere: every mistake gets its own code and a message
 // that names the file and says what it is and what to do. The files are made
-// by scripts/make_error_fixtures.py (with PyTorch), except those made here.
+// by test/fixtures/generate/make-error-fixtures.py (with PyTorch), except those made here.
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');

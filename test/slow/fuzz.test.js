@@ -1,5 +1,5 @@
 'use strict';
-// The fuzzing harness (scripts/fuzz.js) in a short run with a fixed seed: a
+// The fuzzing harness (test/fuzz/fuzz.js) in a short run with a fixed seed: a
 // few thousand damaged .npy, IDX, CIFAR-10 and TorchScript files, each of
 // which must end in a result or an error carrying one of the package's codes,
 // with no crash, hang, runaway memory or file left open. Then the harness
@@ -13,9 +13,9 @@ const os = require('node:os');
 const path = require('node:path');
 
 const ROOT = path.join(__dirname, '..', '..');
-const FUZZ = path.join(ROOT, 'scripts', 'fuzz.js');
-const CHILD = path.join(__dirname, '..', 'helpers', 'fuzz-child.js');
-const { crc32, generateCase, readZip, walkPickle, writeZip } = require('../helpers/fuzz-inputs');
+const FUZZ = path.join(ROOT, 'test', 'fuzz', 'fuzz.js');
+const CHILD = path.join(ROOT, 'test', 'fuzz', 'child.js');
+const { crc32, generateCase, readZip, walkPickle, writeZip } = require('../fuzz/inputs');
 
 const SEED = 20261130;
 
@@ -35,7 +35,7 @@ function run(script, args, timeoutMs) {
   });
 }
 
-/** Runs scripts/fuzz.js with `args`, its findings saved to `out`; returns the exit and the JSON summary. */
+/** Runs test/fuzz/fuzz.js with `args`, its findings saved to `out`; returns the exit and the JSON summary. */
 async function fuzz(args, out, timeoutMs) {
   fs.rmSync(out, { recursive: true, force: true });
   const json = path.join(out, 'summary.json');
@@ -72,7 +72,7 @@ describe('fuzz: damaged files never crash the process', () => {
     ];
     args.push('--seed', String(SEED), '--jobs', '2', '--memory-limit', '1024', '--case-timeout', '20');
     const { status, stdout, stderr, summary } = await fuzz(args, out, 280000);
-    assert.ok(summary, `no summary from scripts/fuzz.js (exit ${status}):\n${stdout}\n${stderr}`);
+    assert.ok(summary, `no summary from test/fuzz/fuzz.js (exit ${status}):\n${stdout}\n${stderr}`);
     if (summary.findings.length > 0) {
       assert.fail(
         `${summary.findings.length} finding(s) in ${summary.cases} cases; the inputs are in ${out}\n\n` +
@@ -118,7 +118,7 @@ describe('fuzz: the harness', () => {
       assert.deepEqual(fs.readFileSync(f.file), generateCase('selftest-crash', 7, i).files[0].bytes);
       assert.equal(
         f.repro.direct,
-        `node test/helpers/fuzz-child.js --target selftest-crash --seed 7 --case ${i} --input ${f.file}`,
+        `node test/fuzz/child.js --target selftest-crash --seed 7 --case ${i} --input ${f.file}`,
       );
     });
     assert.match(stdout, /findings: 3 \(1 distinct\)\n {2}3 x crash: signal SIGABRT/);

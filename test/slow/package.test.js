@@ -1,5 +1,5 @@
 'use strict';
-// The npm package from a clean install (scripts/proof-install.js): npm pack,
+// The npm package from a clean install (test/package/proof-install.js): npm pack,
 // then the tarball installed into fresh projects, once with the prebuilt
 // binary (compiler shims on PATH prove that nothing compiles) and once
 // without prebuilds/ (a source build). In each: tsc on consumers (TypeScript 5
@@ -11,7 +11,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const proof = require('../../scripts/proof-install');
+const proof = require('../package/proof-install');
 
 describe('npm package (pack, clean install, use)', function () {
   this.timeout(30 * 60 * 1000);

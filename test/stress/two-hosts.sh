@@ -7,9 +7,9 @@
 # rank 0 by itself, and with GLOO_SOCKET_IFNAME. Needs root (ip netns);
 # cleans up after itself.
 #
-#   bash scripts/two-hosts.sh [MODEL1 MODEL2 DATA]     (default: the demo)
+#   bash test/stress/two-hosts.sh [MODEL1 MODEL2 DATA]     (default: the demo)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 M1=${1:-demo/models/cnn.pt}
 M2=${2:-demo/models/mlp.pt}
 DATA=${3:-demo/data/digits.npy}

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 'use strict';
-// The child process of the fuzzing harness (scripts/fuzz.js): runs cases of
-// test/helpers/fuzz-inputs.js against the package and reports each outcome,
+// The child process of the fuzzing harness (test/fuzz/fuzz.js): runs cases of
+// test/fuzz/inputs.js against the package and reports each outcome,
 // so that a crash of the native code ends this process, not the harness.
 //
-//   node test/helpers/fuzz-child.js --serve --work DIR [--alloc-limit MB]
+//   node test/fuzz/child.js --serve --work DIR [--alloc-limit MB]
 //       reads cases as JSON lines ({ target, seed, index }) on stdin and writes
 //       one "@@fuzz {...}" line per case on stdout (the parent's protocol).
-//   node test/helpers/fuzz-child.js --target T --seed S --case I [--input FILE]
+//   node test/fuzz/child.js --target T --seed S --case I [--input FILE]
 //       runs one case here and prints its outcome (a repro: run it under gdb,
 //       or with FILE, a saved input, in place of the generated one). Model
 //       cases first load a valid model, as the harness's children do. Exits 1
@@ -22,7 +22,7 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
-const { generateCase } = require('./fuzz-inputs');
+const { generateCase } = require('./inputs');
 
 const PREFIX = '@@fuzz ';
 
@@ -232,7 +232,7 @@ async function runReader(dir, generated, reached) {
 }
 
 // The test helpers' seeded standard-normal generator (mulberry32 + Box-Muller).
-const { normalRng } = require('./index');
+const { normalRng } = require('../helpers');
 
 function makeInput({ dtype, shape }, rng) {
   const n = product(shape);
@@ -376,7 +376,7 @@ async function runCase(spec, work, guard, input) {
  */
 async function warmUp() {
   const { loadModel } = torchCka();
-  const { fixture } = require('./index');
+  const { fixture } = require('../helpers');
   (await loadModel(fixture('mlp_scripted.pt'))).dispose();
 }
 

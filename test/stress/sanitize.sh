@@ -20,7 +20,7 @@
 # Environment: SANITIZE_DIR (default build-asan), JOBS (compile jobs, default 2),
 # MOCHA_ARGS (extra mocha arguments, e.g. "--grep CLI").
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 DIR=${SANITIZE_DIR:-build-asan}
 case "$DIR" in /*) ;; *) DIR="$ROOT/$DIR" ;; esac
@@ -253,11 +253,11 @@ pending=${pending:-0}
 FUZZ_CASES=npy=800,idx=800,cifar=400,model=400
 FUZZ_SEED=20261130
 fuzz_status=skipped
-fuzz_line="scripts/fuzz.js not found"
-if [ -f scripts/fuzz.js ]; then
-  say "(c) scripts/fuzz.js --seed $FUZZ_SEED --cases $FUZZ_CASES --memory-limit 4096 (log: $(rel "$LOGS")/fuzz.log)"
+fuzz_line="test/fuzz/fuzz.js not found"
+if [ -f test/fuzz/fuzz.js ]; then
+  say "(c) test/fuzz/fuzz.js --seed $FUZZ_SEED --cases $FUZZ_CASES --memory-limit 4096 (log: $(rel "$LOGS")/fuzz.log)"
   mkdir -p "$LOGS/fuzz"
-  LD_PRELOAD="$ASAN_RT" node scripts/fuzz.js --cases "$FUZZ_CASES" --seed "$FUZZ_SEED" --jobs 2 \
+  LD_PRELOAD="$ASAN_RT" node test/fuzz/fuzz.js --cases "$FUZZ_CASES" --seed "$FUZZ_SEED" --jobs 2 \
     --memory-limit 4096 --case-timeout 60 --out "$LOGS/fuzz" --json "$LOGS/fuzz/summary.json" >"$LOGS/fuzz.log" 2>&1
   fuzz_status=$?
   tail -n 12 "$LOGS/fuzz.log"

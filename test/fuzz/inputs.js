@@ -1,5 +1,5 @@
 'use strict';
-// Inputs of the fuzzing harness (scripts/fuzz.js): seeded generators of
+// Inputs of the fuzzing harness (test/fuzz/fuzz.js): seeded generators of
 // damaged .npy, IDX, CIFAR-10 and TorchScript files, and a small zip reader and
 // writer for the model archives. Everything a case needs follows from
 // (target, seed, case index): generateCase() gives the same bytes and options

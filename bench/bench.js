@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench: compare() against the forward-pass floor.
 //
-//   node scripts/bench.js [--workloads A,B,S,C,D] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node bench/bench.js [--workloads A,B,S,C,D] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
 //
 // D (distributed) runs workload A's models over 32 batches of 32 in 1 process
 // x 1 thread and in 2 processes x 1 thread (c10d on 127.0.0.1, Gloo), paired
@@ -105,8 +105,8 @@ function parseArgs(argv) {
 function ensureModels() {
   const manifest = path.join(MODELS, 'manifest.json');
   if (fs.existsSync(manifest)) return;
-  console.log('bench: making the models (scripts/make_bench_models.py with /usr/bin/python3) ...');
-  const made = spawnSync('/usr/bin/python3', [path.join(__dirname, 'make_bench_models.py')], { stdio: 'inherit' });
+  console.log('bench: making the models (bench/make-models.py with /usr/bin/python3) ...');
+  const made = spawnSync('/usr/bin/python3', [path.join(__dirname, 'make-models.py')], { stdio: 'inherit' });
   if (made.status !== 0) {
     throw new Error(
       'Could not make the benchmark models: install python3-torch and python3-torchvision (apt-get), then run npm run bench again',

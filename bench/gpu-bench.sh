@@ -2,7 +2,7 @@
 # The GPU check of the plain C++ core, for a machine with CUDA, CMake and a
 # Python torch (no Node needed). One run, about 10 minutes on an H200:
 #
-#   scripts/gpu-bench.sh [OUT_DIR]
+#   bench/gpu-bench.sh [OUT_DIR]
 #
 # 1. builds native/core and tcka-core-check against the Python torch's libtorch
 #    (torch.utils.cmake_prefix_path);
@@ -41,7 +41,7 @@ log "selftest on $DEVICE"
 "$TOOL" selftest --device "$DEVICE" | tee -a "$OUT/log.txt"
 
 log "tracing ResNet50 and WideResNet50-2"
-"$PYTHON" scripts/make_bench_models.py --gpu-only --out build-gpu/models 2>&1 | tee -a "$OUT/log.txt"
+"$PYTHON" bench/make-models.py --gpu-only --out build-gpu/models 2>&1 | tee -a "$OUT/log.txt"
 if [ "$SIZE" != 224 ]; then log "(inputs of $SIZE x $SIZE instead of 224 x 224)"; fi
 
 log "compare: every named submodule, batch $BATCH, $BATCHES batches, $REPEAT timed runs after a warm-up"

@@ -2,7 +2,7 @@
 """Build the models and data for `torch-cka demo`.
 
 Run with a Python that has torch, numpy and scikit-learn (e.g. /usr/bin/python3):
-    /usr/bin/python3 scripts/make_demo.py
+    /usr/bin/python3 demo/make-demo.py
 
 Trains two small digit classifiers on scikit-learn's bundled 8x8 digits (no network
 needed) and writes, into demo/:
@@ -48,7 +48,7 @@ LEARNING_RATE = 1e-3
 LABEL_SMOOTHING = 0.1  # lifts the MLP's held-out accuracy from ~96% to ~97.5%
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_DIR = os.path.normpath(os.path.join(HERE, "..", "demo"))
+DEMO_DIR = HERE
 
 torch.set_num_threads(1)
 try:
@@ -257,7 +257,7 @@ def main():
                 "Two small digit classifiers (a CNN and an MLP) trained on the same 8x8"
                 " handwritten digits, compared layer by layer on 360 held-out images.",
             ),
-            ("generatedBy", "scripts/make_demo.py"),
+            ("generatedBy", "demo/make-demo.py"),
             ("torchVersion", torch.__version__),
             ("sklearnVersion", sklearn.__version__),
             ("models", models_meta),

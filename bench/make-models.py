@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the benchmark's TorchScript models in bench/models/ (not committed).
 
-    /usr/bin/python3 scripts/make_bench_models.py [--out bench/models]
+    /usr/bin/python3 bench/make-models.py [--out bench/models]
 
 - resnet18.pt, resnet34.pt: torchvision's architectures, random init with fixed
   seeds, traced on a 1 x 3 x 32 x 32 input (workloads A and B).
@@ -116,7 +116,7 @@ def traced(model, shape):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), '..', 'bench', 'models'))
+    parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'models'))
     parser.add_argument('--gpu-models', action='store_true', help='also ResNet50 and WideResNet50-2 (224 x 224)')
     parser.add_argument('--gpu-only', action='store_true', help='only ResNet50 and WideResNet50-2')
     args = parser.parse_args()

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // npm run soak: does a long run hold steady?
 //
-//   node scripts/soak.js [--batches 2000] [--batch 32] [--models a.pt,b.pt] [--shape 3,8,8]
-//                        [--threads 1] [--sequential] [--seed 1] [--every 50] [--warmup 0.1]
-//                        [--cycles 200] [--cycle-batches 5] [--cycle-every 10]
-//                        [--max-rss-slope 4] [--max-cycle-rss-slope 4] [--no-gc] [--out FILE]
+//   node test/stress/soak.js [--batches 2000] [--batch 32] [--models a.pt,b.pt] [--shape 3,8,8]
+//                            [--threads 1] [--sequential] [--seed 1] [--every 50] [--warmup 0.1]
+//                            [--cycles 200] [--cycle-batches 5] [--cycle-every 10]
+//                            [--max-rss-slope 4] [--max-cycle-rss-slope 4] [--no-gc] [--out FILE]
 //
 // Phase 1 (long run): one CKA.compare() over `batches` seeded random batches,
 // made one at a time by an async generator (the source holds no more than the
@@ -50,14 +50,14 @@ const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
 const v8 = require('node:v8');
 const vm = require('node:vm');
 
-const ROOT = path.join(__dirname, '..');
+const ROOT = path.join(__dirname, '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const MB = 1024 * 1024;
 
 function usage(message) {
   if (message) process.stderr.write(`soak: ${message}\n`);
   process.stderr.write(
-    'usage: node scripts/soak.js [--batches N] [--batch N] [--models a.pt,b.pt] [--shape 3,8,8] [--threads N]\n' +
+    'usage: node test/stress/soak.js [--batches N] [--batch N] [--models a.pt,b.pt] [--shape 3,8,8] [--threads N]\n' +
       '         [--sequential] [--seed S] [--every N] [--warmup F] [--cycles N] [--cycle-batches N]\n' +
       '         [--cycle-every N] [--max-rss-slope MB] [--max-cycle-rss-slope MB] [--no-gc] [--out FILE]\n',
   );
@@ -145,7 +145,7 @@ function fixtureShape(file) {
 }
 
 // The test helpers' seeded standard-normal generator (mulberry32 + Box-Muller).
-const { normalRng } = require('../test/helpers');
+const { normalRng } = require('../helpers');
 
 /** `count` seeded float32 batches of `n` samples, each made only when asked for. */
 async function* randomBatches(seed, count, n, shape) {

@@ -2,7 +2,7 @@
 'use strict';
 // The proof that the npm package works from a clean install:
 //
-//   node scripts/proof-install.js [--only prebuilt|source] [--keep]
+//   node test/package/proof-install.js [--only prebuilt|source] [--keep]
 //
 // 1. `npm pack` (with the prebuilt binary; `npm run prebuild` first if there
 //    is none) and a look at what the tarball holds.
@@ -21,13 +21,13 @@
 //    require() and import() load the same module, `npx torch-cka demo` writes
 //    its files, and the addon loaded is the one expected (prebuilds/ or
 //    build/Release).
-// test/package.test.js runs the same steps in npm test.
+// test/slow/package.test.js runs the same steps in npm run test:slow.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const ROOT = path.join(__dirname, '..');
+const ROOT = path.join(__dirname, '..', '..');
 // The TypeScript releases a consumer may use: each installed from the registry under an alias.
 const TYPESCRIPTS = [
   { alias: 'typescript-5', spec: 'typescript@5', major: 5 },
@@ -83,7 +83,7 @@ function checkContents(files) {
     /^dist\/index\.d\.ts$/,
     /^dist\/index\.d\.mts$/,
     /^dist\/cli\/main\.js$/,
-    /^dist\/verify-child\.js$/,
+    /^dist\/native\/verify-child\.js$/,
     /^binding\.gyp$/,
     /^CMakeLists\.txt$/,
     /^native\/core\/engine\.cc$/,
