@@ -185,7 +185,7 @@ function buildFromSource(found) {
   }
   if (run.status !== 0) {
     say(
-      `the source build failed (node-gyp exit ${run.status}); see the errors above. ${path.join(ROOT, 'README.md')} has a troubleshooting section`,
+      `the source build failed (node-gyp exit ${run.status}); see the errors above, and Troubleshooting in docs/install.md of the torch-cka repository`,
     );
     return run.status || 1;
   }

@@ -20,7 +20,7 @@ export interface LibtorchRecord {
 const REBUILD =
   'Rebuild torch-cka from source against the libtorch you use: `LIBTORCH=/path/to/libtorch npm rebuild torch-cka ' +
   "--build-from-source` (or with Debian/Ubuntu's libtorch-dev, or a Python torch on PATH: `npm rebuild torch-cka " +
-  "--build-from-source`); see the README's Install section";
+  '--build-from-source`); see docs/install.md in the torch-cka repository';
 
 /** "1.13.0a0", "2.1.0+cu121" and "2.1.0" all give "2.1.0"-style major.minor.patch; null for no version. */
 export function releaseOf(version: string | null | undefined): string | null {
