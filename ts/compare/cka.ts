@@ -131,10 +131,14 @@ const defaultWarning = (warning: CKAWarning): void => {
  * layer of two models, computed natively as the batches stream through.
  */
 export class CKA {
+  /** The model whose layers are the rows. */
   readonly model1: Model;
+  /** The model whose layers are the columns (may be model1 itself). */
   readonly model2: Model;
+  /** Names in the results: CKAOptions.model1Name, else the model's name. */
   readonly model1Name: string;
   readonly model2Name: string;
+  /** CKAOptions.dataset1Name, else `'data1'`. */
   readonly dataset1Name: string;
   private dataset2NameOption: string | undefined;
   private sameData = true;
@@ -185,6 +189,7 @@ export class CKA {
     }
   }
 
+  /** CKAOptions.dataset2Name; else `'data2'` once model 2 has seen its own data, else dataset1Name. */
   get dataset2Name(): string {
     return this.dataset2NameOption ?? (this.sameData ? this.dataset1Name : 'data2');
   }

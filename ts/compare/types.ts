@@ -5,9 +5,14 @@ import type { Batch } from '../model/tensor';
 import type { CheckpointOptions } from './checkpoint';
 import type { DistributedOptions, DistributedTimings, JobProgress } from './distributed';
 
+/** Options of `new CKA(model1, model2, options)`. */
 export interface CKAOptions {
-  /** Defaults to the model's name (its file's base name). */
+  /**
+   * Defaults to the model's name (its file's base name). Two models with one
+   * name get a TORCH_CKA_SAME_NAMES warning.
+   */
   model1Name?: string;
+  /** Defaults to model 2's name. */
   model2Name?: string;
   /**
    * Layers of model 1, in the row order wanted; default: every submodule that
@@ -16,8 +21,11 @@ export interface CKAOptions {
    * definition order.
    */
   model1Layers?: readonly string[];
+  /** Layers of model 2, in the column order wanted; the same rules as model1Layers. */
   model2Layers?: readonly string[];
+  /** The name of data1 in the results; default `'data1'`. */
   dataset1Name?: string;
+  /** The name of data2; default `'data2'`, or data1's name when model 2 sees data1. */
   dataset2Name?: string;
   /**
    * Precision of the all-pairs HSIC products. `float64` (default) adds no
@@ -47,13 +55,16 @@ export interface CKAOptions {
   onWarning?: (warning: CKAWarning) => void;
 }
 
+/** A warning of a comparison, as `onWarning` receives it (each message once per CKA object). */
 export interface CKAWarning {
+  /** What kind of warning: the codes are listed in docs/errors.md. */
   code:
     | 'TORCH_CKA_SKIPPED_BATCH'
     | 'TORCH_CKA_LAYER_LEFT_OUT'
     | 'TORCH_CKA_CONSTANT_LAYER'
     | 'TORCH_CKA_SAME_NAMES'
     | 'TORCH_CKA_UNEVEN_DATA';
+  /** One line saying what happened and what was done about it. */
   message: string;
   /** TORCH_CKA_LAYER_LEFT_OUT (one warning per model): the model whose layers were left out. */
   model?: 'model1' | 'model2';
@@ -65,6 +76,7 @@ export interface CKAWarning {
   layers?: LeftOutLayer[];
 }
 
+/** The counts of a compare() call so far, as `onProgress` receives them. */
 export interface CompareProgress {
   /** Batches compared so far in this call (skipped ones not included). */
   batches: number;
@@ -85,7 +97,9 @@ export interface CompareProgress {
   distributed?: { rank: number; worldSize: number; job?: JobProgress };
 }
 
+/** Options of {@link CKA.compare}. */
 export interface CompareOptions {
+  /** Called after each batch (compared or skipped) with the counts so far. */
   onProgress?: (progress: CompareProgress) => void;
   /**
    * Stops compare(), which rejects with an AbortError. A batch running when
@@ -113,6 +127,7 @@ export interface CompareOptions {
   distributed?: boolean | DistributedOptions;
 }
 
+/** What a compare() call did, as it resolves. */
 export interface CompareSummary extends CompareProgress {
   /** Which stream ran out first when the two differ in length, else null. */
   stoppedEarly: 'data1' | 'data2' | null;
@@ -153,6 +168,7 @@ export interface CKAResult {
 /** What a comparison holds and did; see {@link CKA.stats}. */
 export type CKAStats = NativeStats;
 
+/** Batches for one model: any Iterable or AsyncIterable (arrays, generators, torch-cka Datasets). */
 export type DataSource = Iterable<Batch> | AsyncIterable<Batch>;
 
 /** A layer left out of a default selection, as the warning's `layers` lists it. */

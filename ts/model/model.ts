@@ -1,3 +1,6 @@
+// A TorchScript model loaded for comparison: loadModel() checks the file
+// (structure and checksums in native code, then a load in a child process),
+// loads it on its device in eval mode, and lists its submodules.
 import { binding, type NativeModel } from '../native/binding';
 import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 import { optionalBoolean, optionalObject, optionalString, optionalStringArray, requireString } from '../util/is';
@@ -12,8 +15,9 @@ export interface LayerInfo {
   type: string;
 }
 
+/** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** `cpu` (default), `cuda` or `cuda:N`. */
+  /** `cpu` (default), `cuda` or `cuda:N`; CUDA needs a CUDA build of libtorch. */
   device?: string;
   /** Display name; defaults to the file's base name without extension. */
   name?: string;
@@ -35,6 +39,7 @@ const baseName = (file: string): string => {
 export class Model {
   /** @internal */
   readonly native: NativeModel;
+  /** The display name: LoadModelOptions.name, else the file's base name without extension. */
   readonly name: string;
 
   /** @internal */
@@ -43,6 +48,7 @@ export class Model {
     this.name = name;
   }
 
+  /** The file the model was loaded from. */
   get path(): string {
     return this.native.path;
   }
@@ -52,6 +58,7 @@ export class Model {
     return this.native.device;
   }
 
+  /** True after {@link Model.dispose}: the model can no longer be used (ERR_DISPOSED). */
   get disposed(): boolean {
     return this.native.disposed;
   }

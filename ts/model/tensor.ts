@@ -1,11 +1,17 @@
+// Batches on the JS side: a typed array and a row-major shape, checked
+// against each other, and turned into what the addon copies into libtorch.
 import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 
+/** The element types a batch may have (a model sees the same dtype in libtorch). */
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
+/** The typed arrays behind each {@link DType}, in the same order (int64 is a BigInt64Array). */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 
 /** Anything with a typed array and a shape: a {@link Tensor}, or a plain object. */
 export interface TensorLike {
+  /** The elements, row-major. */
   readonly data: TensorData;
+  /** The dimensions; their product is `data.length`. The first is the batch. */
   readonly shape: readonly number[];
 }
 
@@ -43,8 +49,11 @@ function checkShape(shape: unknown, length: number, what: string): readonly numb
 
 /** A dense, row-major tensor on the JS side: a typed array and a shape. */
 export class Tensor implements TensorLike {
+  /** The elements, row-major (not copied). */
   readonly data: TensorData;
+  /** The dimensions (frozen); their product is `data.length`. */
   readonly shape: readonly number[];
+  /** The element type, from the typed array's kind. */
   readonly dtype: DType;
 
   constructor(data: TensorData, shape: readonly number[]) {

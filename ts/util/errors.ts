@@ -3,6 +3,7 @@
  * (native/core/error_codes.h) are generated from it by scripts/make-error-codes.js.
  */
 export const ErrorCodes = {
+  /** The model path does not exist. */
   MODEL_NOT_FOUND: 'ERR_MODEL_NOT_FOUND',
   /** libtorch could not load a file that looked like TorchScript (damaged contents). */
   MODEL_LOAD: 'ERR_MODEL_LOAD',
@@ -16,31 +17,51 @@ export const ErrorCodes = {
   MODEL_NOT_TORCHSCRIPT: 'ERR_MODEL_NOT_TORCHSCRIPT',
   /** TorchScript written by a newer PyTorch than the linked libtorch reads. */
   MODEL_VERSION: 'ERR_MODEL_VERSION',
+  /** A device string that is not `cpu`, `cuda` or `cuda:N`. */
   INVALID_DEVICE: 'ERR_INVALID_DEVICE',
+  /** `cuda` on a libtorch without CUDA or a machine without a GPU, or `cuda:N` beyond the GPUs present. */
   DEVICE_UNAVAILABLE: 'ERR_DEVICE_UNAVAILABLE',
   /** A model's forward uses a device other than the one it was loaded on (code made for a GPU run on the CPU). */
   DEVICE_MISMATCH: 'ERR_DEVICE_MISMATCH',
+  /** A layer name or pattern that matches no submodule; the closest names are suggested. */
   UNKNOWN_LAYER: 'ERR_UNKNOWN_LAYER',
+  /** A layer listed twice, or a `name#k` already covered by `name`. */
   DUPLICATE_LAYER: 'ERR_DUPLICATE_LAYER',
+  /** A layer whose output holds no tensor (by its type, or at run time). */
   NO_TENSOR_OUTPUT: 'ERR_NO_TENSOR_OUTPUT',
+  /** A container without `forward` (`ModuleList`, `ModuleDict`). */
   LAYER_NOT_CALLABLE: 'ERR_LAYER_NOT_CALLABLE',
+  /** A chosen layer (or `name#k` call) that did not run during a batch. */
   LAYER_NOT_RUN: 'ERR_LAYER_NOT_RUN',
+  /** A module runs more often in a later batch than in the first (its rows would change), or a forward pass makes more than 100,000 tapped calls. */
   LAYER_CALL_COUNT: 'ERR_LAYER_CALL_COUNT',
+  /** A chosen layer's output does not have the batch as its first dimension. */
   LAYER_SHAPE: 'ERR_LAYER_SHAPE',
+  /** An empty layer list, or a model with no submodules (e.g. frozen with `torch.jit.freeze`). */
   NO_LAYERS: 'ERR_NO_LAYERS',
+  /** The model's forward failed on a batch (usually a wrong shape or dtype); libtorch's error without its tracebacks. */
   FORWARD_FAILED: 'ERR_FORWARD_FAILED',
+  /** The two data streams gave different sample counts in one step. */
   BATCH_SIZE_MISMATCH: 'ERR_BATCH_SIZE_MISMATCH',
+  /** A batch that is not a Tensor or `{ data, shape }`, a shape that does not match its data, or no batch dimension. */
   INVALID_BATCH: 'ERR_INVALID_BATCH',
+  /** NaN or Inf in a layer's output; nothing of that batch is added (see `skipNonFinite`). */
   NON_FINITE: 'ERR_NON_FINITE',
+  /** `export()` before any batch was compared (skipped batches do not count). */
   NO_DATA: 'ERR_NO_DATA',
+  /** A model used after `dispose()`. */
   DISPOSED: 'ERR_DISPOSED',
+  /** `compare()` or `export()` while a `compare()` runs on the same object. */
   BUSY: 'ERR_BUSY',
+  /** A wrong argument or option: its type (a TypeError) or its value (a RangeError). */
   INVALID_ARG: 'ERR_INVALID_ARG',
+  /** `compare()` stopped by its `signal`; `error.name` is `AbortError`, `error.cause` the signal's reason. */
   ABORTED: 'ABORT_ERR',
   /** The native addon could not be loaded (not built, or its libtorch is missing); the message says how to rebuild. */
   NATIVE_LOAD: 'ERR_NATIVE_LOAD',
   /** The libtorch in the process is another version than the one the addon was built for. */
   LIBTORCH_VERSION: 'ERR_LIBTORCH_VERSION',
+  /** An error the native code did not expect: still a clean rejection, never a crash; please report it. */
   INTERNAL: 'ERR_INTERNAL',
   /** A data file or folder does not exist or cannot be read. */
   DATA_NOT_FOUND: 'ERR_DATA_NOT_FOUND',
@@ -74,6 +95,7 @@ export const ErrorCodes = {
   DIST_UNAVAILABLE: 'ERR_DIST_UNAVAILABLE',
 } as const;
 
+/** One of the values of {@link ErrorCodes}. */
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** An Error, TypeError or RangeError carrying one of {@link ErrorCodes} as `code`. */

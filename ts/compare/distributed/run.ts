@@ -23,8 +23,11 @@ import type { DistributedInfo } from './settings';
 
 /** The job's progress, summed over the ranks' last heartbeats. */
 export interface JobProgress {
+  /** Batches compared by all ranks. */
   batches: number;
+  /** Samples compared by all ranks. */
   samples: number;
+  /** Batches skipped by all ranks. */
   skipped: number;
   /** Ranks done with their share. */
   ranksDone: number;

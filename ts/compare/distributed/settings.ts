@@ -29,13 +29,21 @@ export interface DistributedOptions {
 
 /** A resolved distributed setting. */
 export interface DistributedInfo {
+  /** This process's rank, 0 .. worldSize-1. */
   rank: number;
+  /** The number of processes. */
   worldSize: number;
+  /** The rank among this host's processes. */
   localRank: number;
+  /** Host of rank 0 (the rendezvous store). */
   masterAddr: string;
+  /** Port of the store. */
   masterPort: number;
+  /** Milliseconds to wait for a missing or silent rank. */
   timeout: number;
+  /** The backend asked for; `auto` picks NCCL for CUDA models where built, else Gloo. */
   backend: 'auto' | 'gloo' | 'nccl';
+  /** Gloo's network interface; '' picks it by address. */
   ifname: string;
 }
 
