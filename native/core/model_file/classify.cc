@@ -68,7 +68,7 @@ std::string describe_pickle(const std::string& pkl) {
 }
 
 [[noreturn]] void not_torchscript(const std::string& path, const std::string& what) {
-  fail(codes::kModelNotTorchScript,
+  fail(codes::kModelNotTorchscript,
        "Model file " + in_quotes(path) + " is " + what + ", not TorchScript. " + kExportHint);
 }
 
