@@ -369,7 +369,7 @@ describe('the error catalogue', () => {
     const codes = Object.values(ErrorCodes);
     const missing = codes.filter((code) => !doc.includes(`| \`${code}\` |`));
     assert.deepEqual(missing, [], 'codes without a row in docs/errors.md');
-    const native = fs.readFileSync(path.join(root, 'native', 'core', 'errors.h'), 'utf8');
+    const native = fs.readFileSync(path.join(root, 'native', 'core', 'error_codes.h'), 'utf8');
     const used = [...native.matchAll(/= "((?:ERR_|ABORT_)[A-Z_]+)"/g)].map((m) => m[1]);
     assert.ok(used.length > 20);
     assert.deepEqual(

@@ -123,7 +123,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   if (inputs2 != nullptr) {
     const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(index) + " of data 2");
     if (n2 != n) {
-      throw CkaError(codes::kBatchMismatch,
+      throw CkaError(codes::kBatchSizeMismatch,
                      "Step " + std::to_string(index) + ": data 1 gave " + std::to_string(n) +
                          " samples but data 2 gave " + std::to_string(n2) +
                          "; both models must see the same number of samples in a step",

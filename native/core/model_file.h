@@ -3,6 +3,8 @@
 // files are zip archives holding data.pkl, constants.pkl, code/ and a version
 // record; the checks here read only the file's head, its zip directory and
 // the start of data.pkl, with every offset bounded by the file's size.
+// The checks live in model_file/, one file per format: zip.h, pickle.h,
+// tensors.h, and classify.h for the errors they end in.
 #pragma once
 
 #include <cstdint>
