@@ -56,7 +56,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData(data);
   Napi::Function model = NativeModel::Init(env);
-  Napi::Function cka = NativeCka::Init(env);
+  Napi::Function cka = NativeCKA::Init(env);
   data->model_constructor = Napi::Persistent(model);
   data->cka_constructor = Napi::Persistent(cka);
   Napi::Function group = NativeGroup::Init(env);
@@ -64,7 +64,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeGroup", group);
   exports.Set("connectGroup", Napi::Function::New<NativeGroup::Connect>(env, "connectGroup"));
   exports.Set("NativeModel", model);
-  exports.Set("NativeCka", cka);
+  exports.Set("NativeCKA", cka);
   exports.Set("loadModel", Napi::Function::New<NativeModel::Load>(env, "loadModel"));
   exports.Set("runtimeInfo", Napi::Function::New<RuntimeInfo>(env, "runtimeInfo"));
   return exports;

@@ -85,22 +85,22 @@ std::vector<Row> rows_from_js(Napi::Env env, const Napi::Object& state, const ch
 
 }  // namespace
 
-Napi::Function NativeCka::Init(Napi::Env env) {
-  return DefineClass(env, "NativeCka",
-                     {InstanceMethod<&NativeCka::Step>("step"), InstanceMethod<&NativeCka::Result>("result"),
-                      InstanceMethod<&NativeCka::Stats>("stats"), InstanceMethod<&NativeCka::Cancel>("cancel"),
-                      InstanceMethod<&NativeCka::State>("state"), InstanceMethod<&NativeCka::Restore>("restore"),
-                      InstanceMethod<&NativeCka::Reset>("reset"), InstanceAccessor<&NativeCka::Busy>("busy")});
+Napi::Function NativeCKA::Init(Napi::Env env) {
+  return DefineClass(env, "NativeCKA",
+                     {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Result>("result"),
+                      InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
+                      InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
+                      InstanceMethod<&NativeCKA::Reset>("reset"), InstanceAccessor<&NativeCKA::Busy>("busy")});
 }
 
-NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCka>(info) {
+NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCKA>(info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     std::shared_ptr<Model> model1 = NativeModel::From(info[0], "model1");
     std::shared_ptr<Model> model2 = NativeModel::From(info[1], "model2");
     if (!info[2].IsObject()) throw type_error(env, "Expected the options to be an object");
     Napi::Object options = info[2].As<Napi::Object>();
-    CkaConfig config;
+    CKAConfig config;
     config.layers1 = strings_from_js(options.Get("layers1"), "model1Layers");
     config.layers2 = strings_from_js(options.Get("layers2"), "model2Layers");
     config.label1 = optional_string(options, "label1");
@@ -130,11 +130,11 @@ NativeCka::NativeCka(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCk
       if (!skip.IsBoolean()) throw type_error(env, "Expected skipNonFinite to be a boolean");
       config.skip_non_finite = skip.As<Napi::Boolean>().Value();
     }
-    engine_ = std::make_shared<CkaEngine>(std::move(model1), std::move(model2), std::move(config));
+    engine_ = std::make_shared<CKAEngine>(std::move(model1), std::move(model2), std::move(config));
   });
 }
 
-void NativeCka::RequireIdle(Napi::Env env, const char* what) const {
+void NativeCKA::RequireIdle(Napi::Env env, const char* what) const {
   if (busy_) {
     throw make_error(env, {codes::kBusy,
                            std::string("Cannot ") + what +
@@ -143,7 +143,7 @@ void NativeCka::RequireIdle(Napi::Env env, const char* what) const {
   }
 }
 
-Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "start a batch");
@@ -151,7 +151,7 @@ Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
     std::vector<at::Tensor> inputs1 = inputs_from_js(info[0], label + " of data 1");
     const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
     std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], label + " of data 2");
-    std::shared_ptr<CkaEngine> engine = engine_;
+    std::shared_ptr<CKAEngine> engine = engine_;
     engine->arm();
     busy_ = true;
     Ref();
@@ -186,11 +186,11 @@ Napi::Value NativeCka::Step(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Result(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Result(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "read the result");
-    const CkaResult result = engine_->result();
+    const CKAResult result = engine_->result();
     Napi::Object out = Napi::Object::New(env);
     out.Set("rows1", strings_to_js(env, result.rows1));
     out.Set("rows2", strings_to_js(env, result.rows2));
@@ -215,7 +215,7 @@ Napi::Value NativeCka::Result(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Stats(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     const EngineStats stats = engine_->stats();
@@ -231,12 +231,12 @@ Napi::Value NativeCka::Stats(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Cancel(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Cancel(const Napi::CallbackInfo& info) {
   engine_->cancel();
   return info.Env().Undefined();
 }
 
-Napi::Value NativeCka::State(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::State(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "save the state");
@@ -255,7 +255,7 @@ Napi::Value NativeCka::State(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Restore(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Restore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "restore a state");
@@ -276,7 +276,7 @@ Napi::Value NativeCka::Restore(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Reset(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Reset(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "reset the sums");
@@ -285,6 +285,6 @@ Napi::Value NativeCka::Reset(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeCka::Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+Napi::Value NativeCKA::Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
 
 }  // namespace tcka::addon

@@ -1,4 +1,4 @@
-// NativeCka: the JS handle of a tcka::CkaEngine. One step runs at a time.
+// NativeCKA: the JS handle of a tcka::CKAEngine. One step runs at a time.
 #pragma once
 
 #include <napi.h>
@@ -9,11 +9,11 @@
 
 namespace tcka::addon {
 
-class NativeCka : public Napi::ObjectWrap<NativeCka> {
+class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
  public:
   static Napi::Function Init(Napi::Env env);
-  // new NativeCka(model1, model2, { layers1, layers2, label1, label2, precision })
-  explicit NativeCka(const Napi::CallbackInfo& info);
+  // new NativeCKA(model1, model2, { layers1, layers2, label1, label2, precision })
+  explicit NativeCKA(const Napi::CallbackInfo& info);
 
  private:
   // step(inputs1, inputs2 | null): Promise<{ n, skipped, warnings }>
@@ -31,7 +31,7 @@ class NativeCka : public Napi::ObjectWrap<NativeCka> {
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 
-  std::shared_ptr<CkaEngine> engine_;
+  std::shared_ptr<CKAEngine> engine_;
   bool busy_ = false;
 };
 

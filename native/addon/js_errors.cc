@@ -7,7 +7,7 @@ namespace tcka::addon {
 ErrorInfo capture_current_exception() {
   try {
     throw;
-  } catch (const CkaError& e) {
+  } catch (const CKAError& e) {
     return {e.code(), e.what(), e.kind()};
   } catch (const c10::Error& e) {
     return {codes::kInternal, shorten_message(e.what_without_backtrace()), ErrorKind::Error};

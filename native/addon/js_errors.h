@@ -17,7 +17,7 @@ struct ErrorInfo {
   ErrorKind kind = ErrorKind::Error;
 };
 
-// Catches CkaError, c10::Error (backtrace stripped), std::exception and
+// Catches CKAError, c10::Error (backtrace stripped), std::exception and
 // anything else from the current exception.
 ErrorInfo capture_current_exception();
 

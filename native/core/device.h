@@ -7,7 +7,7 @@
 
 namespace tcka {
 
-// Throws CkaError (ERR_INVALID_DEVICE, ERR_DEVICE_UNAVAILABLE) with a message
+// Throws CKAError (ERR_INVALID_DEVICE, ERR_DEVICE_UNAVAILABLE) with a message
 // that says what was asked for and what this build and machine offer.
 c10::Device parse_device(const std::string& spec);
 

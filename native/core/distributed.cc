@@ -79,7 +79,7 @@ ProcessGroup::ProcessGroup(GroupConfig config) : config_(std::move(config)), imp
   if (std::find(backends.begin(), backends.end(), config_.backend) == backends.end()) {
     std::string have;
     for (const auto& b : backends) have += (have.empty() ? "" : ", ") + b;
-    throw CkaError(codes::kDistUnavailable,
+    throw CKAError(codes::kDistUnavailable,
                    "This build of torch-cka has no '" + config_.backend +
                        "' backend (it has: " + (have.empty() ? "none" : have) +
                        "). Rebuild against a libtorch with it: Gloo needs its headers (Debian: apt-get install "
@@ -99,19 +99,19 @@ ProcessGroup::ProcessGroup(GroupConfig config) : config_(std::move(config)), imp
     const std::string low = lower(text);
     if (config_.rank == 0 &&
         (contains(low, "address already in use") || contains(low, "failed to listen") || contains(low, "eaddrinuse"))) {
-      throw CkaError(codes::kDistConnect, "Rank 0 could not serve the rendezvous store on port " +
+      throw CKAError(codes::kDistConnect, "Rank 0 could not serve the rendezvous store on port " +
                                               std::to_string(config_.master_port) +
                                               ": it is in use (another job?); choose another MASTER_PORT / "
                                               "--master-port. (" +
                                               text + ")");
     }
     if (contains(low, "timed out") || contains(low, "timeout")) {
-      throw CkaError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) +
+      throw CKAError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) +
                                               " could not reach the rendezvous store of rank 0 at " + where +
                                               " within " + seconds(config_.timeout) +
                                               ": rank 0 never started, or MASTER_ADDR / MASTER_PORT are wrong");
     }
-    throw CkaError(codes::kDistConnect, "Rank " + std::to_string(config_.rank) +
+    throw CKAError(codes::kDistConnect, "Rank " + std::to_string(config_.rank) +
                                             " could not connect to the rendezvous store at " + where + ": " + text);
   }
 }
@@ -128,7 +128,7 @@ void ProcessGroup::fail(const std::string& doing) const {
   std::string text;
   try {
     throw;
-  } catch (const CkaError&) {
+  } catch (const CKAError&) {
     throw;
   } catch (const std::exception& e) {
     text = message_of(e);
@@ -137,23 +137,23 @@ void ProcessGroup::fail(const std::string& doing) const {
   }
   const std::string low = lower(text);
   if (contains(low, "timed out") || contains(low, "timeout")) {
-    throw CkaError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) + " timed out after " +
+    throw CKAError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) + " timed out after " +
                                             seconds(config_.timeout) + " while " + doing +
                                             ": another rank died or hangs (" + text + ")");
   }
   if (contains(low, "connection") || contains(low, "broken pipe") || contains(low, "reset by peer") ||
       contains(low, "closed") || contains(low, "refused")) {
-    throw CkaError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) + " lost its connection while " + doing +
+    throw CKAError(codes::kDistTimeout, "Rank " + std::to_string(config_.rank) + " lost its connection while " + doing +
                                             ": another rank died" +
                                             (config_.rank == 0 ? "" : " (rank 0 serves the store)") + " (" + text +
                                             ")");
   }
-  throw CkaError(codes::kInternal, "c10d failed while " + doing + ": " + text);
+  throw CKAError(codes::kInternal, "c10d failed while " + doing + ": " + text);
 }
 
 void ProcessGroup::set(const std::string& key, const std::string& value) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (impl_->closed) throw CkaError(codes::kDisposed, "The process group has been closed");
+  if (impl_->closed) throw CKAError(codes::kDisposed, "The process group has been closed");
   try {
     impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
   } catch (...) {
@@ -163,7 +163,7 @@ void ProcessGroup::set(const std::string& key, const std::string& value) {
 
 std::vector<std::optional<std::string>> ProcessGroup::get(const std::vector<std::string>& keys) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (impl_->closed) throw CkaError(codes::kDisposed, "The process group has been closed");
+  if (impl_->closed) throw CKAError(codes::kDisposed, "The process group has been closed");
   std::vector<std::optional<std::string>> out;
   out.reserve(keys.size());
   try {
@@ -183,7 +183,7 @@ std::vector<std::optional<std::string>> ProcessGroup::get(const std::vector<std:
 
 int64_t ProcessGroup::add(const std::string& key, int64_t delta) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (impl_->closed) throw CkaError(codes::kDisposed, "The process group has been closed");
+  if (impl_->closed) throw CKAError(codes::kDisposed, "The process group has been closed");
   try {
     return impl_->store->add(key, delta);
   } catch (...) {
@@ -193,7 +193,7 @@ int64_t ProcessGroup::add(const std::string& key, int64_t delta) {
 
 void ProcessGroup::connect_backend() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (impl_->closed) throw CkaError(codes::kDisposed, "The process group has been closed");
+  if (impl_->closed) throw CKAError(codes::kDisposed, "The process group has been closed");
   try {
 #ifdef TCKA_WITH_NCCL
     if (config_.backend == "nccl") {
@@ -224,7 +224,7 @@ void ProcessGroup::connect_backend() {
 
 void ProcessGroup::allreduce_sum(std::vector<double>& values) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (impl_->closed) throw CkaError(codes::kDisposed, "The process group has been closed");
+  if (impl_->closed) throw CKAError(codes::kDisposed, "The process group has been closed");
   try {
     at::Tensor host = at::from_blob(values.data(), {static_cast<int64_t>(values.size())}, at::kDouble);
 #ifdef TCKA_WITH_NCCL
@@ -242,7 +242,7 @@ void ProcessGroup::allreduce_sum(std::vector<double>& values) {
       return;
     }
 #endif
-    throw CkaError(codes::kInternal, "allreduce_sum() before connect_backend()");
+    throw CKAError(codes::kInternal, "allreduce_sum() before connect_backend()");
   } catch (...) {
     fail("summing the results of all ranks (all-reduce)");
   }

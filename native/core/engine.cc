@@ -21,17 +21,17 @@ namespace tcka {
 namespace {
 
 int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& what) {
-  if (inputs.empty()) throw CkaError(codes::kInvalidBatch, what + " has no input tensor", ErrorKind::TypeError);
+  if (inputs.empty()) throw CKAError(codes::kInvalidBatch, what + " has no input tensor", ErrorKind::TypeError);
   const at::Tensor& first = inputs.front();
   if (!first.defined() || first.dim() == 0) {
-    throw CkaError(codes::kInvalidBatch, what + ": the first input must have a batch dimension", ErrorKind::RangeError);
+    throw CKAError(codes::kInvalidBatch, what + ": the first input must have a batch dimension", ErrorKind::RangeError);
   }
   return first.size(0);
 }
 
 }  // namespace
 
-CkaEngine::CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CkaConfig config)
+CKAEngine::CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CKAConfig config)
     : config_(std::move(config)) {
   sides_[0].model = std::move(model1);
   sides_[1].model = std::move(model2);
@@ -42,7 +42,7 @@ CkaEngine::CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
   sides_[1].selection = resolve_layers(sides_[1].model->layers(), config_.layers2, sides_[1].label);
 }
 
-std::unique_ptr<GramCollector> CkaEngine::collector_for(const Side& side, int64_t n) const {
+std::unique_ptr<GramCollector> CKAEngine::collector_for(const Side& side, int64_t n) const {
   const Model& model = *side.model;
   if (!side.rows.empty()) {
     return std::make_unique<GramCollector>(model.layers(), side.selection, side.rows, n, config_.gram_dtype,
@@ -51,7 +51,7 @@ std::unique_ptr<GramCollector> CkaEngine::collector_for(const Side& side, int64_
   return std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device());
 }
 
-GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, const std::string& batch,
+GramBatch CKAEngine::finish_side(const Side& side, GramCollector& collector, const std::string& batch,
                                  std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out) const {
   const Model& model = *side.model;
   collector.check(side.label, batch);
@@ -72,7 +72,7 @@ GramBatch CkaEngine::finish_side(const Side& side, GramCollector& collector, con
   return collector.take(*planned);
 }
 
-GramBatch CkaEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
+GramBatch CKAEngine::run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n,
                               const std::string& batch, std::vector<Row>* planned,
                               std::vector<LeftOutLayer>* left_out) {
   std::unique_ptr<GramCollector> collector = collector_for(side, n);
@@ -115,7 +115,7 @@ bool same_selection(const LayerSelection& a, const LayerSelection& b) {
 
 }  // namespace
 
-StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
+StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
   const int64_t index = steps_++;
   const std::string batch = "batch " + std::to_string(index);
   StepOutcome outcome;
@@ -123,7 +123,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   if (inputs2 != nullptr) {
     const int64_t n2 = batch_size(*inputs2, "Batch " + std::to_string(index) + " of data 2");
     if (n2 != n) {
-      throw CkaError(codes::kBatchSizeMismatch,
+      throw CKAError(codes::kBatchSizeMismatch,
                      "Step " + std::to_string(index) + ": data 1 gave " + std::to_string(n) +
                          " samples but data 2 gave " + std::to_string(n2) +
                          "; both models must see the same number of samples in a step",
@@ -254,7 +254,7 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
       outcome.warnings.push_back("Skipped " + batch + ": non-finite values (NaN or Inf) in the output of " + where);
       return outcome;
     }
-    throw CkaError(codes::kNonFinite, "Non-finite values (NaN or Inf) in the output of " + where + " on " + batch +
+    throw CKAError(codes::kNonFinite, "Non-finite values (NaN or Inf) in the output of " + where + " on " + batch +
                                           "; nothing from this batch was added (the option skipNonFinite skips such "
                                           "batches instead)");
   }
@@ -269,14 +269,14 @@ StepOutcome CkaEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   return outcome;
 }
 
-void CkaEngine::check_cancelled(const std::string& batch) const {
+void CKAEngine::check_cancelled(const std::string& batch) const {
   if (cancelled_) {
-    throw CkaError(codes::kAborted, "compare() was aborted during " + batch + "; nothing from it was added");
+    throw CKAError(codes::kAborted, "compare() was aborted during " + batch + "; nothing from it was added");
   }
 }
 
-EngineState CkaEngine::state() const {
-  if (!sums_) throw CkaError(codes::kNoData, "No batch has been compared yet; there is no state to save");
+EngineState CKAEngine::state() const {
+  if (!sums_) throw CKAError(codes::kNoData, "No batch has been compared yet; there is no state to save");
   EngineState out;
   out.rows1 = sides_[0].rows;
   out.rows2 = sides_[1].rows;
@@ -294,9 +294,9 @@ EngineState CkaEngine::state() const {
   return out;
 }
 
-void CkaEngine::restore(const EngineState& state) {
+void CKAEngine::restore(const EngineState& state) {
   auto invalid = [](const std::string& message) {
-    return CkaError(codes::kInvalidArg, message, ErrorKind::RangeError);
+    return CKAError(codes::kInvalidArg, message, ErrorKind::RangeError);
   };
   if (sums_ || batches_ > 0) throw invalid("A saved state can only be restored before any batch is compared");
   auto check_rows = [&](const Side& side, const std::vector<Row>& rows) {
@@ -335,29 +335,29 @@ void CkaEngine::restore(const EngineState& state) {
   skipped_ = state.skipped;
 }
 
-void CkaEngine::reset() {
+void CKAEngine::reset() {
   sums_.reset();
   sides_[0].rows.clear();
   sides_[1].rows.clear();
   steps_ = batches_ = samples_ = skipped_ = 0;
 }
 
-EngineStats CkaEngine::stats() const {
+EngineStats CKAEngine::stats() const {
   EngineStats out = last_;
   out.forwards = forwards_;
   out.reused_grams = reused_;
   return out;
 }
 
-CkaResult CkaEngine::result() const {
+CKAResult CKAEngine::result() const {
   if (!sums_) {
-    throw CkaError(codes::kNoData, "No batch has been compared yet" +
+    throw CKAError(codes::kNoData, "No batch has been compared yet" +
                                        (skipped_ > 0 ? " (" + std::to_string(skipped_) +
                                                            " batch(es) skipped for having fewer than 4 samples)"
                                                      : std::string()) +
                                        "; call compare() with data first");
   }
-  CkaResult out;
+  CKAResult out;
   for (const auto& row : sides_[0].rows) out.rows1.push_back(row.name);
   for (const auto& row : sides_[1].rows) out.rows2.push_back(row.name);
   const at::Tensor xy = sums_->xy().cpu().contiguous();

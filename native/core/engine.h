@@ -12,7 +12,7 @@
 
 namespace tcka {
 
-struct CkaConfig {
+struct CKAConfig {
   std::vector<std::string> layers1, layers2;  // empty: every submodule that runs
   std::string label1, label2;                 // model names for messages
   at::ScalarType gram_dtype = at::kFloat;
@@ -63,7 +63,7 @@ struct EngineState {
   int64_t steps = 0, batches = 0, samples = 0, skipped = 0;
 };
 
-struct CkaResult {
+struct CKAResult {
   std::vector<std::string> rows1, rows2;
   std::vector<std::optional<double>> cka;  // row-major, rows1.size() x rows2.size()
   std::vector<double> self1, self2;        // summed self-HSIC per row
@@ -71,10 +71,10 @@ struct CkaResult {
   std::vector<std::string> warnings;
 };
 
-class CkaEngine {
+class CKAEngine {
  public:
   // Resolves the layer names at once (unknown names and the like fail here).
-  CkaEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CkaConfig config);
+  CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CKAConfig config);
 
   // One step: model 1 on `inputs1`, model 2 on `inputs2` (or on `inputs1`
   // when `inputs2` is null). Batches with n < 4 are skipped. Either the whole
@@ -82,7 +82,7 @@ class CkaEngine {
   StepOutcome step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2);
 
   // Throws ERR_NO_DATA before the first accumulated batch.
-  CkaResult result() const;
+  CKAResult result() const;
 
   int64_t steps() const { return steps_; }
   EngineStats stats() const;
@@ -120,7 +120,7 @@ class CkaEngine {
                      std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out);
 
   Side sides_[2];
-  CkaConfig config_;
+  CKAConfig config_;
   std::unique_ptr<HsicAccumulator> sums_;
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;
   std::atomic<int64_t> forwards_{0}, reused_{0};

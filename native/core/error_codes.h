@@ -7,6 +7,7 @@
 
 namespace tcka::codes {
 
+// The model path does not exist.
 inline constexpr const char* kModelNotFound = "ERR_MODEL_NOT_FOUND";
 // libtorch could not load a file that looked like TorchScript (damaged
 // contents).
@@ -24,27 +25,55 @@ inline constexpr const char* kModelFormat = "ERR_MODEL_FORMAT";
 inline constexpr const char* kModelNotTorchscript = "ERR_MODEL_NOT_TORCHSCRIPT";
 // TorchScript written by a newer PyTorch than the linked libtorch reads.
 inline constexpr const char* kModelVersion = "ERR_MODEL_VERSION";
+// A device string that is not `cpu`, `cuda` or `cuda:N`.
 inline constexpr const char* kInvalidDevice = "ERR_INVALID_DEVICE";
+// `cuda` on a libtorch without CUDA or a machine without a GPU, or `cuda:N`
+// beyond the GPUs present.
 inline constexpr const char* kDeviceUnavailable = "ERR_DEVICE_UNAVAILABLE";
 // A model's forward uses a device other than the one it was loaded on (code
 // made for a GPU run on the CPU).
 inline constexpr const char* kDeviceMismatch = "ERR_DEVICE_MISMATCH";
+// A layer name or pattern that matches no submodule; the closest names are
+// suggested.
 inline constexpr const char* kUnknownLayer = "ERR_UNKNOWN_LAYER";
+// A layer listed twice, or a `name#k` already covered by `name`.
 inline constexpr const char* kDuplicateLayer = "ERR_DUPLICATE_LAYER";
+// A layer whose output holds no tensor (by its type, or at run time).
 inline constexpr const char* kNoTensorOutput = "ERR_NO_TENSOR_OUTPUT";
+// A container without `forward` (`ModuleList`, `ModuleDict`).
 inline constexpr const char* kLayerNotCallable = "ERR_LAYER_NOT_CALLABLE";
+// A chosen layer (or `name#k` call) that did not run during a batch.
 inline constexpr const char* kLayerNotRun = "ERR_LAYER_NOT_RUN";
+// A module runs more often in a later batch than in the first (its rows would
+// change), or a forward pass makes more than 100,000 tapped calls.
 inline constexpr const char* kLayerCallCount = "ERR_LAYER_CALL_COUNT";
+// A chosen layer's output does not have the batch as its first dimension.
 inline constexpr const char* kLayerShape = "ERR_LAYER_SHAPE";
+// An empty layer list, or a model with no submodules (e.g. frozen with
+// `torch.jit.freeze`).
 inline constexpr const char* kNoLayers = "ERR_NO_LAYERS";
+// The model's forward failed on a batch (usually a wrong shape or dtype);
+// libtorch's error without its tracebacks.
 inline constexpr const char* kForwardFailed = "ERR_FORWARD_FAILED";
+// The two data streams gave different sample counts in one step.
 inline constexpr const char* kBatchSizeMismatch = "ERR_BATCH_SIZE_MISMATCH";
+// A batch that is not a Tensor or `{ data, shape }`, a shape that does not
+// match its data, or no batch dimension.
 inline constexpr const char* kInvalidBatch = "ERR_INVALID_BATCH";
+// NaN or Inf in a layer's output; nothing of that batch is added (see
+// `skipNonFinite`).
 inline constexpr const char* kNonFinite = "ERR_NON_FINITE";
+// `export()` before any batch was compared (skipped batches do not count).
 inline constexpr const char* kNoData = "ERR_NO_DATA";
+// A model used after `dispose()`.
 inline constexpr const char* kDisposed = "ERR_DISPOSED";
+// `compare()` or `export()` while a `compare()` runs on the same object.
 inline constexpr const char* kBusy = "ERR_BUSY";
+// A wrong argument or option: its type (a TypeError) or its value (a
+// RangeError).
 inline constexpr const char* kInvalidArg = "ERR_INVALID_ARG";
+// `compare()` stopped by its `signal`; `error.name` is `AbortError`,
+// `error.cause` the signal's reason.
 inline constexpr const char* kAborted = "ABORT_ERR";
 // The native addon could not be loaded (not built, or its libtorch is missing);
 // the message says how to rebuild.
@@ -52,6 +81,8 @@ inline constexpr const char* kNativeLoad = "ERR_NATIVE_LOAD";
 // The libtorch in the process is another version than the one the addon was
 // built for.
 inline constexpr const char* kLibtorchVersion = "ERR_LIBTORCH_VERSION";
+// An error the native code did not expect: still a clean rejection, never a
+// crash; please report it.
 inline constexpr const char* kInternal = "ERR_INTERNAL";
 // A data file or folder does not exist or cannot be read.
 inline constexpr const char* kDataNotFound = "ERR_DATA_NOT_FOUND";

@@ -12,9 +12,9 @@ namespace tcka {
 
 enum class ErrorKind { Error, TypeError, RangeError };
 
-class CkaError : public std::runtime_error {
+class CKAError : public std::runtime_error {
  public:
-  CkaError(std::string code, const std::string& message, ErrorKind kind = ErrorKind::Error)
+  CKAError(std::string code, const std::string& message, ErrorKind kind = ErrorKind::Error)
       : std::runtime_error(message), code_(std::move(code)), kind_(kind) {}
 
   const std::string& code() const noexcept { return code_; }

@@ -210,12 +210,12 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
 
 void GramCollector::check(const std::string& model_label, const std::string& batch_label) const {
   if (!error_code_.empty()) {
-    throw CkaError(error_code_, "Model " + model_label + ", " + batch_label + ": " + error_message_);
+    throw CKAError(error_code_, "Model " + model_label + ", " + batch_label + ": " + error_message_);
   }
   for (size_t r = 0; r < filled_.size(); ++r) {
     if (filled_[r]) continue;
     const Row& row = rows_[r];
-    throw CkaError(codes::kLayerNotRun, "Layer '" + row.name + "' of model " + model_label + " did not run during " +
+    throw CKAError(codes::kLayerNotRun, "Layer '" + row.name + "' of model " + model_label + " did not run during " +
                                             batch_label + " (layer '" + layers_[static_cast<size_t>(row.layer)].name +
                                             "' ran " + std::to_string(calls_[static_cast<size_t>(row.layer)]) +
                                             " time(s))");

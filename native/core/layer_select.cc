@@ -67,7 +67,7 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
       if (layers[i].callable && layers[i].has_tensor) selection.entries.push_back({static_cast<int64_t>(i), 0});
     }
     if (selection.entries.empty()) {
-      throw CkaError(codes::kNoLayers,
+      throw CKAError(codes::kNoLayers,
                      "Model " + model_label + " has no submodule whose output holds a tensor" +
                          (layers.empty() ? " (it has no submodules at all: torch.jit.freeze and "
                                            "optimize_for_inference inline them; save the model before freezing)"
@@ -81,14 +81,14 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
   std::set<std::string> given;
   for (const auto& requested : names) {
     if (!given.insert(requested).second) {
-      throw CkaError(codes::kDuplicateLayer, "Layer '" + requested + "' is listed twice for model " + model_label,
+      throw CKAError(codes::kDuplicateLayer, "Layer '" + requested + "' is listed twice for model " + model_label,
                      ErrorKind::RangeError);
     }
     auto [base, call] = split_call(requested);
     auto found = index.find(base);
     if (found == index.end() || call < 0) {
       const auto near = closest_names(layers, base);
-      throw CkaError(codes::kUnknownLayer,
+      throw CKAError(codes::kUnknownLayer,
                      "Model " + model_label + " has no layer '" + requested + "'" +
                          (near.empty() ? "" : "; closest names: " + quoted_list(near)) +
                          ". List them with model.layers().",
@@ -96,14 +96,14 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
     }
     const LayerInfo& info = layers[static_cast<size_t>(found->second)];
     if (!info.callable) {
-      throw CkaError(codes::kLayerNotCallable,
+      throw CKAError(codes::kLayerNotCallable,
                      "Layer '" + info.name + "' (" + info.type + ") of model " + model_label +
                          " has no forward method and never runs; choose the "
                          "modules inside it instead",
                      ErrorKind::RangeError);
     }
     if (!info.has_tensor) {
-      throw CkaError(codes::kNoTensorOutput,
+      throw CKAError(codes::kNoTensorOutput,
                      "Layer '" + info.name + "' (" + info.type + ") of model " + model_label + " returns '" +
                          info.output_type + "', which holds no tensor to compare",
                      ErrorKind::RangeError);
@@ -115,7 +115,7 @@ LayerSelection resolve_layers(const std::vector<LayerInfo>& layers, const std::v
     for (const auto& b : selection.entries) {
       if (a.layer == b.layer && a.call == 0 && b.call != 0) {
         const auto& name = layers[static_cast<size_t>(a.layer)].name;
-        throw CkaError(codes::kDuplicateLayer,
+        throw CKAError(codes::kDuplicateLayer,
                        "Layer '" + row_name(name, b.call) + "' is already covered by '" + name +
                            "' (every call) for model " + model_label,
                        ErrorKind::RangeError);
@@ -138,13 +138,13 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
           if (dropped != nullptr) dropped->push_back(entry.layer);
           continue;
         }
-        throw CkaError(codes::kLayerNotRun,
+        throw CKAError(codes::kLayerNotRun,
                        "Layer '" + name + "' of model " + model_label + " did not run during " + batch_label);
       }
       for (int64_t k = 1; k <= ran; ++k) rows.push_back({entry.layer, k, row_name(name, k)});
     } else {
       if (ran < entry.call) {
-        throw CkaError(codes::kLayerNotRun, "Layer '" + row_name(name, entry.call) + "' of model " + model_label +
+        throw CKAError(codes::kLayerNotRun, "Layer '" + row_name(name, entry.call) + "' of model " + model_label +
                                                 " did not run during " + batch_label + ": '" + name + "' ran " +
                                                 std::to_string(ran) + " time(s)");
       }
@@ -152,7 +152,7 @@ std::vector<Row> plan_rows(const LayerSelection& selection, const std::vector<La
     }
   }
   if (rows.empty()) {
-    throw CkaError(codes::kNoLayers, "No submodule of model " + model_label +
+    throw CKAError(codes::kNoLayers, "No submodule of model " + model_label +
                                          " gave an output that can be compared during " + batch_label +
                                          " (none ran, or none had the batch as first dimension; calls inlined by "
                                          "torch.jit.freeze never run)");

@@ -97,7 +97,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const std::string& d
 
 std::shared_ptr<torch::jit::Module> Model::module_or_throw() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!module_) throw CkaError(codes::kDisposed, "Model '" + path_ + "' has been disposed");
+  if (!module_) throw CKAError(codes::kDisposed, "Model '" + path_ + "' has been disposed");
   return module_;
 }
 
@@ -128,9 +128,9 @@ void Model::forward(const std::vector<at::Tensor>& inputs, TapReceiver& receiver
   TapScope scope(&receiver, cancel);
   try {
     run(*module, std::move(args), what, cancel);
-  } catch (const CkaError&) {
+  } catch (const CKAError&) {
     if (!scope.over_limit()) throw;
-    throw CkaError(codes::kLayerCallCount,
+    throw CKAError(codes::kLayerCallCount,
                    "Model " + label_ + " was stopped on " + what + " after " + std::to_string(kMaxTapCalls) +
                        " calls of its submodules in one forward pass: does it loop without end?");
   }
@@ -197,14 +197,14 @@ c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args
     const at::Tensor& t = arg.toTensor();
     given += (given.empty() ? "" : ", ") + dtype_name(t.scalar_type()) + " " + c10::str(t.sizes());
   }
-  auto failed = [&](const std::string& raw) -> CkaError {
+  auto failed = [&](const std::string& raw) -> CKAError {
     if (cancel != nullptr && cancel->load()) {
-      return CkaError(codes::kAborted, "compare() was aborted during " + what + "; nothing from it was added");
+      return CKAError(codes::kAborted, "compare() was aborted during " + what + "; nothing from it was added");
     }
     const std::string message = interpreter_error(raw);
     if (device_trouble(raw)) {
       const std::string first = message.substr(0, message.find('\n'));
-      return CkaError(codes::kDeviceMismatch,
+      return CKAError(codes::kDeviceMismatch,
                       "Model " + label_ + " was loaded on " + device_.str() +
                           ", but its forward uses another device on " + what +
                           " (code written or traced for a GPU keeps that device inside the model). Load it on "
@@ -218,7 +218,7 @@ c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args
                raw.find("Expected") != std::string::npos || raw.find("dimension") != std::string::npos) {
       hint = " (the batch's shape may not be what the model takes)";
     }
-    return CkaError(codes::kForwardFailed, "Model " + label_ + " failed on " + what + ", given " +
+    return CKAError(codes::kForwardFailed, "Model " + label_ + " failed on " + what + ", given " +
                                                (given.empty() ? std::string("no tensor") : given) + hint + ": " +
                                                message);
   };
@@ -226,7 +226,7 @@ c10::IValue Model::run(torch::jit::Module& module, std::vector<c10::IValue> args
     return module.forward(std::move(args));
   } catch (const c10::Error& e) {
     throw failed(e.what_without_backtrace());
-  } catch (const CkaError&) {
+  } catch (const CKAError&) {
     throw;
   } catch (const std::exception& e) {
     throw failed(e.what());
@@ -241,7 +241,7 @@ std::vector<std::pair<std::string, at::Tensor>> Model::extract(const std::vector
   forward(inputs, recorder, "the batch passed to extract()");
   if (!recorder.error().empty()) {
     const auto& info = layers_[static_cast<size_t>(recorder.error_layer())];
-    throw CkaError(codes::kNoTensorOutput,
+    throw CKAError(codes::kNoTensorOutput,
                    "Output of layer '" + info.name + "' (" + info.type + "): " + recorder.error());
   }
   std::vector<Row> rows = plan_rows(selection, layers_, recorder.calls(), label_, "extract()", nullptr);

@@ -19,7 +19,7 @@ namespace tcka {
 
 class Model {
  public:
-  // Throws CkaError: ERR_MODEL_NOT_FOUND, ERR_MODEL_LOAD, ERR_INVALID_DEVICE,
+  // Throws CKAError: ERR_MODEL_NOT_FOUND, ERR_MODEL_LOAD, ERR_INVALID_DEVICE,
   // ERR_DEVICE_UNAVAILABLE.
   // `instrument` false loads the model as it is, without taps: the
   // benchmark's forward-pass floor.

@@ -21,7 +21,7 @@ struct ModelFileInfo {
   int64_t format_version = -1;       // the archive's version record, -1 if unread
 };
 
-// Throws CkaError for files libtorch cannot load as TorchScript:
+// Throws CKAError for files libtorch cannot load as TorchScript:
 // ERR_MODEL_NOT_FOUND (missing), ERR_MODEL_UNREADABLE (a folder, no
 // permission), ERR_MODEL_EMPTY, ERR_MODEL_FORMAT (not a zip, a cut-off or
 // damaged zip, a zip PyTorch did not write), ERR_MODEL_NOT_TORCHSCRIPT
@@ -30,7 +30,7 @@ struct ModelFileInfo {
 // the linked libtorch reads). Otherwise returns what it read.
 ModelFileInfo inspect_model_file(const std::string& path);
 
-// The CkaError for a libtorch failure to load `path`: ERR_MODEL_VERSION when
+// The CKAError for a libtorch failure to load `path`: ERR_MODEL_VERSION when
 // the file uses operators or types this libtorch lacks, else ERR_MODEL_LOAD.
 [[noreturn]] void throw_load_error(const std::string& path, const ModelFileInfo& info, const std::string& message);
 

@@ -148,7 +148,7 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   std::vector<at::Tensor> inputs;
   for (int64_t b = 0; b < batches; ++b) inputs.push_back(at::randn(shape));
 
-  CkaConfig config;
+  CKAConfig config;
   if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
   if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
   config.threads = threads;
@@ -179,8 +179,8 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
     return seconds_since(t0);
   };
   auto compare_once = [&](const std::vector<at::Tensor>& data, std::shared_ptr<Model> m1, std::shared_ptr<Model> m2,
-                          CkaResult* out) {
-    CkaEngine engine(std::move(m1), std::move(m2), config);
+                          CKAResult* out) {
+    CKAEngine engine(std::move(m1), std::move(m2), config);
     auto t0 = std::chrono::steady_clock::now();
     for (const auto& x : data) engine.step({x}, nullptr);
     *out = engine.result();  // reads the sums back: waits for the device
@@ -188,7 +188,7 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   };
 
   std::vector<double> floor_s, cka_s, ratio;
-  CkaResult result;
+  CKAResult result;
   floor_once();  // warm-up runs, not counted
   compare_once(on_device, tapped.first, tapped.second, &result);
   for (int r = 0; r < repeat; ++r) {
@@ -216,7 +216,7 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
     auto other = load_pair(other_device, true);
     std::vector<at::Tensor> here(on_device.begin(), on_device.begin() + count), there;
     for (const auto& x : here) there.push_back(x.to(other.first->device()));
-    CkaResult a, b;
+    CKAResult a, b;
     compare_once(here, tapped.first, tapped.second, &a);
     compare_once(there, other.first, other.second, &b);
     max_diff = 0;
@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "usage: tcka-core-check selftest | compare M1.pt M2.pt [--shape 3,32,32] ...\n");
     return 2;
-  } catch (const CkaError& e) {
+  } catch (const CKAError& e) {
     std::fprintf(stderr, "%s: %s\n", e.code().c_str(), e.what());
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "%s\n", shorten_message(e.what_without_backtrace()).c_str());

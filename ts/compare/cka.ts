@@ -171,7 +171,7 @@ export class CKA {
       precision: precision ?? 'float64',
       skipNonFinite,
     };
-    this.native = new (binding().NativeCka)(this.model1.native, this.model2.native, {
+    this.native = new (binding().NativeCKA)(this.model1.native, this.model2.native, {
       layers1: this.settings.layers1,
       layers2: this.settings.layers2,
       label1: this.model1Name,

@@ -168,7 +168,7 @@ export interface RuntimeInfo {
 
 export interface Binding {
   loadModel(path: string, device: string, instrument?: boolean): Promise<NativeModel>;
-  NativeCka: new (model1: NativeModel, model2: NativeModel, options: NativeCKAOptions) => NativeCKA;
+  NativeCKA: new (model1: NativeModel, model2: NativeModel, options: NativeCKAOptions) => NativeCKA;
   runtimeInfo(): RuntimeInfo;
   connectGroup(config: NativeGroupConfig): Promise<NativeGroup>;
 }

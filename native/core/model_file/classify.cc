@@ -20,7 +20,7 @@ constexpr const char* kExportHint =
     "these weights into it if that is what the file holds) and export it with torch.jit.script(model).save('model.pt') "
     "or torch.jit.trace(model, example_input).save('model.pt')";
 
-[[noreturn]] void fail(const char* code, const std::string& message) { throw CkaError(code, message); }
+[[noreturn]] void fail(const char* code, const std::string& message) { throw CKAError(code, message); }
 
 std::string in_quotes(const std::string& path) { return "'" + path + "'"; }
 

@@ -1,5 +1,5 @@
 // What a finding about a model file means for the user: each function here
-// throws the CkaError for one kind of finding, with its code (ERR_MODEL_FORMAT,
+// throws the CKAError for one kind of finding, with its code (ERR_MODEL_FORMAT,
 // ERR_MODEL_NOT_TORCHSCRIPT, ERR_MODEL_VERSION, ...) and a message that says
 // what the file is and what to do. The checks beside it only find things; the
 // codes and the wording live here, in one place, and tests compare the
