@@ -151,6 +151,11 @@ export class CKA {
   private stepping: Promise<unknown> | undefined;
   private readonly settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean };
 
+  /**
+   * Chooses the layers of both models (expanding patterns) and prepares the
+   * native sums. Unknown, duplicated or unusable layer names throw here,
+   * before any data is read.
+   */
   constructor(model1: Model, model2: Model, options?: CKAOptions) {
     this.model1 = requireModel(model1, 'model1');
     this.model2 = requireModel(model2, 'model2');
@@ -472,7 +477,12 @@ export class CKA {
     summary.distributed = { ...where, backend: job.backend, local, timings: { ...job.timings } };
   }
 
-  /** The CKA matrix so far. Fails with ERR_NO_DATA before any batch was compared. */
+  /**
+   * The CKA matrix so far, shaped like torch_cka's `export()`. A layer whose
+   * output does not vary over the data has no defined CKA: its cells are
+   * `null` and a TORCH_CKA_CONSTANT_LAYER warning names it; no NaN ever
+   * leaves the native code. Fails with ERR_NO_DATA before any batch was compared.
+   */
   export(): CKAResult {
     if (this.running) {
       throw makeError(Error, ErrorCodes.BUSY, 'export() was called while compare() is running; await it first');

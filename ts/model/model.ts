@@ -63,7 +63,10 @@ export class Model {
     return this.native.disposed;
   }
 
-  /** Named submodules in definition order, root left out. */
+  /**
+   * Named submodules in definition order, root left out, as PyTorch's
+   * `named_modules()` gives them, e.g. `{ name: 'layer1.0.conv1', type: 'Conv2d' }`.
+   */
   layers(): LayerInfo[] {
     this.assertLive();
     return this.native.layers().map(({ name, type }) => ({ name, type }));

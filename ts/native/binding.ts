@@ -46,7 +46,7 @@ export interface NativeStats {
   accumulatorBytes: number;
   /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
   gramBytes: number;
-  /** Bytes of float64 copies of Gram blocks alive at once in the last batch, at most. */
+  /** Bytes of float64 copies of Gram blocks alive at once in the last batch: at most 32 MB. */
   blockBytes: number;
   /** Forward passes run (one per batch for the same model on the same data). */
   forwards: number;
@@ -150,9 +150,11 @@ export interface NativeGroup {
 export interface RuntimeInfo {
   /** The libtorch version the addon was built for (the process has the same: it is checked at load). */
   libtorchVersion: string;
-  /** The libtorch_cpu library the process loaded. */
+  /** The libtorch_cpu library the process loaded (which libtorch: see docs/install.md, Troubleshooting). */
   libtorchFile: string;
+  /** Whether the linked libtorch has CUDA and sees a GPU. */
   cudaAvailable: boolean;
+  /** GPUs libtorch sees. */
   cudaDeviceCount: number;
   /** libtorch's intra-op threads (OpenMP) on the main thread. */
   threads: number;
@@ -160,7 +162,7 @@ export interface RuntimeInfo {
   interopThreads: number;
   /** CPU cores the system reports. */
   cores: number;
-  /** The BLAS found in the process, e.g. `openblas (syrk)`. */
+  /** The BLAS found in the process for the Gram matrices, e.g. `openblas (syrk)`. */
   blas: string;
   /** Collective backends of this build for distributed compare(): 'gloo', 'nccl'. */
   distributedBackends: string[];
