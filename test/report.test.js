@@ -7,10 +7,15 @@ const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { launchChromium } = require('./helpers/browser');
 const { reportHtml, bestMatches } = require('../dist/report');
+const { colorHex } = require('../dist/plot/colormap');
+
+/** A value as the report shows it, written plainly: 3 decimals, no minus sign on a zero. */
+const shown = (v) =>
+  v === null ? 'undefined: layer constant over the data' : v.toFixed(3).replace(/^-(0\.0+)$/, '$1');
 
 /** The best match of each row written plainly: highest value, first on ties, null for an all-null row. */
-function expectedMatches(result) {
-  return result.cka.map((row, i) => {
+function expectedMatches(result, matrix = result.cka) {
+  return matrix.map((row, i) => {
     let best = -1;
     for (let j = 0; j < row.length; j += 1) {
       if (row[j] !== null && (best < 0 || row[j] > row[best])) best = j;
@@ -83,14 +88,48 @@ describe('reportHtml in Chromium', function () {
     });
     page.on('pageerror', (error) => consoleErrors.push(String(error)));
     await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    await page.waitForSelector('#heatmap-canvas[data-ready]');
     return page;
   }
 
+  /** Where cell (i, j) of the canvas is on the page (row 0 at the bottom), from the canvas's layout attributes. */
+  const cellBox = async (i, j) => {
+    const box = await page.locator('#heatmap-canvas').boundingBox();
+    const geo = await page.$eval('#heatmap-canvas', (c) => ({
+      x0: Number(c.dataset.x0),
+      y0: Number(c.dataset.y0),
+      cell: Number(c.dataset.cell),
+      rows: JSON.parse(document.getElementById('cka-data').textContent).model1Layers.length,
+    }));
+    return {
+      x: box.x + geo.x0 + j * geo.cell,
+      y: box.y + geo.y0 + (geo.rows - 1 - i) * geo.cell,
+      size: geo.cell,
+      canvas: box,
+      geo,
+    };
+  };
   const tooltipFor = async (i, j) => {
-    await page.hover(`rect.tcka-cell[data-row="${i}"][data-col="${j}"]`);
+    const at = await cellBox(i, j);
+    await page.mouse.move(1, 1);
+    await page.mouse.move(at.x + at.size / 2, at.y + at.size / 2);
     await page.waitForSelector('#tooltip:not([hidden])', { state: 'visible' });
     return page.textContent('#tooltip');
   };
+  /** The canvas's pixel at a page point, as #rrggbb. */
+  const pixelAt = (x, y) =>
+    page.$eval(
+      '#heatmap-canvas',
+      (c, [px, py]) => {
+        const r = c.getBoundingClientRect();
+        const k = c.width / r.width;
+        const d = c
+          .getContext('2d')
+          .getImageData(Math.floor((px - r.left) * k), Math.floor((py - r.top) * k), 1, 1).data;
+        return `#${[d[0], d[1], d[2]].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+      },
+      [x, y],
+    );
 
   it('shows both layer names and the value of a hovered cell', async function () {
     await open(reportHtml(result, info), 'report.html');
@@ -107,7 +146,7 @@ describe('reportHtml in Chromium', function () {
     assert.match(await tooltipFor(4, 2), /undefined: layer constant over the data/);
     assert.match(await tooltipFor(1, 5), /CKA0\.000$/); // -0.0001 shows without a minus sign
     // It follows the mouse and goes away when the mouse leaves the heatmap.
-    const box = await page.locator('rect.tcka-cell[data-row="5"][data-col="6"]').boundingBox();
+    const box = await cellBox(5, 6);
     await page.mouse.move(box.x + 2, box.y + 2);
     const at = await page.locator('#tooltip').boundingBox();
     assert.ok(Math.abs(at.x - (box.x + 16)) < 2 && Math.abs(at.y - (box.y + 16)) < 2, JSON.stringify(at));
@@ -115,22 +154,38 @@ describe('reportHtml in Chromium', function () {
     assert.equal(await page.isHidden('#tooltip'), true);
   });
 
-  it('lets the keyboard move between cells with the tooltip', async function () {
-    const start = page.locator('rect.tcka-cell[tabindex="0"]');
-    assert.equal(await start.count(), 1);
-    assert.equal(await start.getAttribute('data-row'), '5'); // the top-left cell
-    assert.equal(await start.getAttribute('data-col'), '0');
-    await start.focus();
+  it('lets the keyboard move between cells with the tooltip and an aria-live readout', async function () {
+    const canvas = page.locator('#heatmap-canvas');
+    assert.equal(await canvas.getAttribute('tabindex'), '0');
+    assert.equal(await page.getAttribute('#heatmap-live', 'aria-live'), 'polite');
+    await page.keyboard.press('Tab'); // from the page's start, the heatmap is the first stop
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'heatmap-canvas');
+    assert.equal(await canvas.getAttribute('data-focus-row'), '5'); // the top-left cell
+    assert.equal(await canvas.getAttribute('data-focus-col'), '0');
     assert.match(await page.textContent('#tooltip'), /fc/);
+    assert.ok(
+      (await page.textContent('#heatmap-live')).includes(
+        `fc (flatten), ResNet34 conv1 (flatten): CKA ${shown(cka[5][0])}`,
+      ),
+    );
     await page.keyboard.press('ArrowRight');
     await page.keyboard.press('ArrowDown');
-    const focused = await page.evaluate(() => [
-      document.activeElement.getAttribute('data-row'),
-      document.activeElement.getAttribute('data-col'),
-    ]);
+    const focused = [await canvas.getAttribute('data-focus-row'), await canvas.getAttribute('data-focus-col')];
     assert.deepEqual(focused, ['4', '1']);
     const text = await page.textContent('#tooltip');
-    assert.ok(text.includes('a & b') && text.includes('layer1.0') && text.includes(cka[4][1].toFixed(3)), text);
+    assert.ok(text.includes('a & b') && text.includes('layer1.0') && text.includes(shown(cka[4][1])), text);
+    const readout = await page.textContent('#heatmap-live');
+    assert.equal(readout, `ResNet<18> a & b (flatten), ResNet34 layer1.0 (flatten): CKA ${shown(cka[4][1])}`);
+    // The edges hold; Escape hides the tooltip; leaving the canvas hides it too.
+    for (let k = 0; k < 8; k += 1) await page.keyboard.press('ArrowDown');
+    assert.equal(await canvas.getAttribute('data-focus-row'), '0');
+    assert.ok((await page.textContent('#heatmap-live')).endsWith(`CKA ${shown(cka[0][1])}`));
+    await page.keyboard.press('Escape');
+    assert.equal(await page.isHidden('#tooltip'), true);
+    await page.keyboard.press('ArrowUp');
+    assert.equal(await page.isHidden('#tooltip'), false);
+    await page.evaluate(() => document.activeElement.blur());
+    assert.equal(await page.isHidden('#tooltip'), true);
   });
 
   it('lists the best match of each layer', async function () {
@@ -171,24 +226,57 @@ describe('reportHtml in Chromium', function () {
     assert.equal(await page.locator('.injected').count(), 0);
   });
 
-  it('draws the heatmap inline, scaled to the page, with nothing fetched and no console errors', async function () {
-    const cells = await page.locator('figure svg rect.tcka-cell').count();
-    assert.equal(cells, 6 * 7);
-    const { svgWidth, pageWidth } = await page.evaluate(() => ({
-      svgWidth: document.querySelector('figure svg').getBoundingClientRect().width,
+  it("draws the heatmap on a canvas in the data's colours, scaled to the page, with nothing fetched", async function () {
+    assert.equal(await page.locator('figure canvas').count(), 1);
+    assert.equal(await page.locator('figure svg, rect').count(), 0);
+    // Cell colours from the colour map (sampled off-centre, clear of the values written in the cells).
+    for (const [i, j] of [
+      [0, 0],
+      [2, 4],
+      [5, 6],
+      [1, 3],
+    ]) {
+      const at = await cellBox(i, j);
+      const want = colorHex(Math.round(cka[i][j] * 1000) / 1000);
+      assert.equal(await pixelAt(at.x + at.size * 0.15, at.y + at.size * 0.15), want, `cell ${i},${j}`);
+    }
+    const hatched = await cellBox(4, 2);
+    const grey = await pixelAt(hatched.x + hatched.size * 0.5, hatched.y + hatched.size * 0.5);
+    const [r, g, b] = [1, 3, 5].map((k) => Number.parseInt(grey.slice(k, k + 2), 16));
+    assert.ok(r === g && g === b && r >= 0x9e && r <= 0xe6, `undefined cell drawn hatched grey, got ${grey}`);
+    const { canvasWidth, pageWidth } = await page.evaluate(() => ({
+      canvasWidth: document.querySelector('figure canvas').getBoundingClientRect().width,
       pageWidth: document.documentElement.clientWidth,
     }));
-    assert.ok(svgWidth > 200 && svgWidth <= pageWidth, `${svgWidth} in ${pageWidth}`);
+    assert.ok(canvasWidth > 200 && canvasWidth <= pageWidth, `${canvasWidth} in ${pageWidth}`);
     await page.setViewportSize({ width: 360, height: 700 });
+    await page.waitForFunction(() => document.querySelector('figure canvas').getBoundingClientRect().width <= 360);
     const narrow = await page.evaluate(() => ({
-      svg: document.querySelector('figure svg').getBoundingClientRect().width,
+      canvas: document.querySelector('figure canvas').getBoundingClientRect().width,
       scroll: document.documentElement.scrollWidth,
     }));
-    assert.ok(narrow.svg <= 360 && narrow.scroll <= 360, JSON.stringify(narrow));
+    assert.ok(narrow.canvas <= 360 && narrow.scroll <= 360, JSON.stringify(narrow));
+    // Still answers hovers at the new size.
+    assert.ok((await tooltipFor(2, 4)).includes(shown(cka[2][4])));
     const html = fs.readFileSync(path.join(dir, 'report.html'), 'utf8');
-    assert.doesNotMatch(html, /\b(src|href)=|https?:\/\/(?!www\.w3\.org\/2000\/svg)|@import|url\((?!#)/);
+    assert.doesNotMatch(html, /\b(src|href)=|https?:\/\/|@import|url\(/);
     assert.deepEqual(requests, []);
     assert.deepEqual(consoleErrors, []);
+  });
+
+  it('is crisp on a HiDPI screen: the canvas has devicePixelRatio pixels per CSS pixel', async function () {
+    const file = path.join(dir, 'report.html');
+    const hidpi = await browser.newPage({ viewport: { width: 1000, height: 800 }, deviceScaleFactor: 2 });
+    await hidpi.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    await hidpi.waitForSelector('#heatmap-canvas[data-ready]');
+    const size = await hidpi.$eval('#heatmap-canvas', (c) => ({
+      w: c.width,
+      h: c.height,
+      cssW: c.getBoundingClientRect().width,
+      cssH: c.getBoundingClientRect().height,
+    }));
+    assert.ok(Math.abs(size.w - 2 * size.cssW) <= 1 && Math.abs(size.h - 2 * size.cssH) <= 1, JSON.stringify(size));
+    await hidpi.close();
   });
 
   it('works for a 120 x 130 result, and with few details', async function () {
@@ -205,6 +293,18 @@ describe('reportHtml in Chromium', function () {
     const text = await tooltipFor(119, 129);
     assert.ok(text.includes('layer4.119.downsample.0') && text.includes('blocks.129.mlp.fc2'), text);
     assert.ok(text.includes(big.cka[119][129].toFixed(3)), text);
+    assert.ok((await tooltipFor(37, 5)).endsWith(`CKA${shown(big.cka[37][5])}`));
+    // Too many labels to read: every k-th is drawn, and hovering a label names its layer in full.
+    const geo = (await cellBox(0, 0)).geo;
+    const step = Math.ceil((12 * 1.25) / geo.cell);
+    assert.ok(step > 1, `labels thinned to every ${step}th at ${geo.cell} px a cell`);
+    const at = await cellBox(step, 0);
+    await page.mouse.move(at.x - 12, at.y + at.size / 2);
+    assert.equal(await page.textContent('#tooltip'), `A${big.model1Layers[step]}viewflatten`);
+    await page.$eval('#heatmap-canvas', (c) => c.scrollIntoView({ block: 'end' }));
+    const col = await cellBox(0, 2 * step);
+    await page.mouse.move(col.x + col.size / 2, col.y + col.size + 20);
+    assert.equal(await page.textContent('#tooltip'), `ResNet34${big.model2Layers[2 * step]}viewflatten`);
     const rows = await page.$$eval('table.matches tbody tr', (trs) =>
       trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent.trim())),
     );

@@ -1,14 +1,38 @@
-// One self-contained HTML page for a CKA result: the heatmap with tooltips, what was
-// compared, and the best match of each layer. No network: inline CSS, SVG and script only.
+// One self-contained HTML page for a CKA result: the heatmap of every measure on a canvas with
+// tooltips and keyboard moves, what was compared, and the best match of each layer. No network:
+// inline CSS and script only; the matrices travel packed (encode.ts), not as one element per cell.
 import type { CKAResult } from '../compare/types';
-import { describe, invalidArgType } from '../util/errors';
-import { optionalObject } from '../util/is';
-import { colorHex } from '../plot/colormap';
-import { defaultTitle, heatmapSvg, type HeatmapOptions, UNDEFINED_LEGEND } from '../plot/heatmap';
-import { optionalText } from '../plot/options';
-import { escapeXml as escapeHtml, formatCka } from '../plot/text';
+import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
+import { optionalBoolean, optionalInteger, optionalObject, optionalOneOf } from '../util/is';
+import { colorHex, colormapNames, colormaps, rgbHex } from '../plot/colormap';
+import { DEFAULT_FONT_FAMILY, defaultTitle, type HeatmapOptions, UNDEFINED_LEGEND } from '../plot/heatmap';
+import { optionalPositiveNumber, optionalText } from '../plot/options';
+import { ellipsize, escapeXml as escapeHtml, formatCka } from '../plot/text';
 import { validateResult } from '../plot/validate';
 import { bestMatches } from './best-match';
+import { packMatrix } from './encode';
+import { SCRIPT, STYLE } from './page';
+
+/** A matrix of one measure: rows are model 1's layers, columns model 2's; null where undefined. */
+export type ReportMatrix = Array<Array<number | null>>;
+
+/**
+ * What reportHtml draws: a {@link CKAResult}, with the fields of results that measured several
+ * kernels or used feature views. All of them may be absent (older results files): then the only
+ * measure is `cka` and every view is `flatten`. `cka` may be absent when `measures` is given.
+ */
+export type ReportResult = Omit<CKAResult, 'cka'> & {
+  /** The linear CKA matrix; optional when `measures` holds the matrices. */
+  cka?: ReportMatrix;
+  /** One matrix per measure id (`cka`, `rbf_cka`, `dcor`), each with the rows and columns of `cka`. */
+  measures?: { [id: string]: ReportMatrix };
+  /** The view of each row's feature (e.g. `flatten`, `token:0`), aligned with model1Layers. */
+  model1Views?: string[];
+  /** The view of each column's feature, aligned with model2Layers. */
+  model2Views?: string[];
+  /** The RBF kernel's threshold and the σ of each layer, when `rbf_cka` was measured. */
+  rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
+};
 
 export interface ReportModelInfo {
   /** The model file. */
@@ -40,7 +64,11 @@ export interface ReportInfo {
   /** The command line that made the result. */
   command?: string;
   elapsedSeconds?: number;
-  /** Passed on to heatmapSvg (e.g. `colormap`); `title` comes from above. */
+  /**
+   * The heatmap's look: `colormap`, `fontFamily`, `fontSize`, `maxLabelLength`, `showValues`
+   * and `cellSize` (the largest cell side in px; cells shrink to fit the page) apply; the
+   * SVG-only `width`, `height`, `background` and `idPrefix` are ignored by the canvas.
+   */
   heatmap?: HeatmapOptions;
 }
 
@@ -119,6 +147,119 @@ function layersCell(compared: number, total: number | undefined): string {
     : `${formatCount(compared)} <span class="muted">of ${formatCount(total)}</span>`;
 }
 
+const MEASURE_LABELS: Record<string, string> = { cka: 'CKA', rbf_cka: 'RBF CKA', dcor: 'dCor' };
+const MEASURE_NAMES: Record<string, string> = {
+  cka: 'linear CKA',
+  rbf_cka: 'RBF-kernel CKA',
+  dcor: 'bias-corrected distance correlation',
+};
+const measureLabel = (id: string): string => MEASURE_LABELS[id] ?? id;
+const measureName = (id: string): string => MEASURE_NAMES[id] ?? id;
+
+function invalid(source: string, what: string): never {
+  throw makeError(TypeError, ErrorCodes.INVALID_RESULT, `Invalid CKA result in ${source}: ${what}`);
+}
+
+function checkMatrix(value: unknown, name: string, rows: number, cols: number, source: string): ReportMatrix {
+  if (!Array.isArray(value)) invalid(source, `expected an array of rows for ${name} but received ${describe(value)}`);
+  if (value.length !== rows) invalid(source, `${name} has ${value.length} rows but model1Layers has ${rows} layers`);
+  return value.map((row: unknown, i) => {
+    if (!Array.isArray(row)) invalid(source, `expected an array for ${name}[${i}] but received ${describe(row)}`);
+    if (row.length !== cols) {
+      invalid(source, `${name}[${i}] has ${row.length} values but model2Layers has ${cols} layers`);
+    }
+    return row.map((cell: unknown, j) => {
+      if (cell === null) return null;
+      if (typeof cell !== 'number' || !Number.isFinite(cell)) {
+        invalid(source, `expected a finite number or null for ${name}[${i}][${j}] but received ${describe(cell)}`);
+      }
+      return cell;
+    });
+  });
+}
+
+function checkViews(value: unknown, name: string, count: number, source: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length !== count || value.some((v) => typeof v !== 'string')) {
+    invalid(source, `expected ${count} view names (strings) for ${name} but received ${describe(value)}`);
+  }
+  return [...(value as string[])];
+}
+
+function checkSigmas(value: unknown, name: string, count: number, source: string): Array<number | null> {
+  if (!Array.isArray(value) || value.length !== count) {
+    invalid(source, `expected an array of ${count} σ values for ${name} but received ${describe(value)}`);
+  }
+  value.forEach((s: unknown, k) => {
+    if (s !== null && (typeof s !== 'number' || !Number.isFinite(s) || s < 0)) {
+      invalid(source, `expected a non-negative number or null for ${name}[${k}] but received ${describe(s)}`);
+    }
+  });
+  return [...(value as Array<number | null>)];
+}
+
+interface CheckedResult {
+  base: CKAResult;
+  measures: Array<{ id: string; matrix: ReportMatrix }>;
+  model1Views?: string[];
+  model2Views?: string[];
+  rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
+}
+
+/** validateResult, plus the optional measures, views and rbf fields; `cka` may be absent when `measures` is there. */
+function checkResult(value: unknown, source: string): CheckedResult {
+  const record = (value !== null && typeof value === 'object' ? value : {}) as Record<string, unknown>;
+  const rawMeasures = record.measures;
+  if (rawMeasures !== undefined) {
+    if (rawMeasures === null || typeof rawMeasures !== 'object' || Array.isArray(rawMeasures)) {
+      invalid(source, `expected an object of matrices for measures but received ${describe(rawMeasures)}`);
+    }
+    if (Object.keys(rawMeasures).length === 0) invalid(source, 'measures is empty; expected at least one measure');
+  }
+  const first = rawMeasures === undefined ? undefined : Object.values(rawMeasures)[0];
+  const base = validateResult(
+    record.cka === undefined && first !== undefined ? { ...record, cka: first } : value,
+    source,
+  );
+  const rows = base.model1Layers.length;
+  const cols = base.model2Layers.length;
+  const measures =
+    rawMeasures === undefined
+      ? [{ id: 'cka', matrix: base.cka }]
+      : Object.entries(rawMeasures as Record<string, unknown>).map(([id, matrix]) => ({
+          id,
+          matrix: checkMatrix(matrix, `measures.${id}`, rows, cols, source),
+        }));
+  if (record.cka !== undefined && !measures.some((m) => m.id === 'cka')) {
+    measures.unshift({ id: 'cka', matrix: base.cka });
+  }
+  let rbf: CheckedResult['rbf'];
+  if (record.rbf !== undefined) {
+    const r = record.rbf as Record<string, unknown>;
+    if (r === null || typeof r !== 'object' || typeof r.threshold !== 'number' || !Number.isFinite(r.threshold)) {
+      invalid(source, `expected { threshold, sigma1, sigma2 } for rbf but received ${describe(record.rbf)}`);
+    }
+    rbf = {
+      threshold: r.threshold,
+      sigma1: checkSigmas(r.sigma1, 'rbf.sigma1', rows, source),
+      sigma2: checkSigmas(r.sigma2, 'rbf.sigma2', cols, source),
+    };
+  }
+  return {
+    base,
+    measures,
+    model1Views: checkViews(record.model1Views, 'model1Views', rows, source),
+    model2Views: checkViews(record.model2Views, 'model2Views', cols, source),
+    rbf,
+  };
+}
+
+/** A layer's tick label: shortened in the middle, with its view when the model has views other than flatten. */
+function tickLabels(names: string[], views: string[] | undefined, max: number): string[] {
+  const show = views !== undefined && views.some((v) => v !== 'flatten');
+  return names.map((name, k) => (show ? `${ellipsize(name, max)} [${views[k]}]` : ellipsize(name, max)));
+}
+
 /** JSON for a `<script type="application/json">` block: nothing in it can close the element. */
 const scriptJson = (value: unknown): string =>
   JSON.stringify(value)
@@ -126,146 +267,10 @@ const scriptJson = (value: unknown): string =>
     .replace(/\u2028/g, '\\u2028')
     .replace(/\u2029/g, '\\u2029');
 
-const STYLE = `
-:root { color-scheme: light; --ink: #1f2328; --muted: #656d76; --line: #d8dee4; --soft: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--ink); background: #fff; line-height: 1.5;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "Noto Sans", "Liberation Sans", Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 20px 48px; }
-header h1 { font-size: 1.6rem; margin: 0 0 4px; line-height: 1.25; overflow-wrap: anywhere; }
-header p { margin: 0; color: var(--muted); font-size: 0.9rem; }
-h2 { font-size: 1.15rem; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
-.figure { margin: 20px 0 0; text-align: center; }
-.figure svg { max-width: 100%; height: auto; display: inline-block; }
-.figure figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 6px; }
-.stats { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 0; padding: 0; list-style: none; }
-.stats li { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; }
-.stats .label { display: block; color: var(--muted); font-size: 0.8rem; }
-.stats .value { font-size: 1.15rem; font-variant-numeric: tabular-nums; }
-.table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
-th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
-thead th { background: var(--soft); font-weight: 600; }
-tbody tr:hover { background: #f3f6fa; }
-th[scope="row"] { font-weight: 600; white-space: nowrap; width: 1%; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 0.86em; }
-td code { background: var(--soft); padding: 1px 4px; border-radius: 4px; }
-pre { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; overflow-x: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
-.none, .muted { color: var(--muted); }
-.swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px; margin-right: 6px; vertical-align: -0.1em; border: 1px solid rgba(0,0,0,0.15); }
-#tooltip { position: fixed; z-index: 10; pointer-events: none; max-width: min(420px, 90vw); padding: 6px 10px;
-  background: rgba(31, 35, 40, 0.94); color: #fff; border-radius: 6px; font-size: 0.85rem; line-height: 1.4;
-  box-shadow: 0 4px 14px rgba(0,0,0,0.25); overflow-wrap: anywhere; }
-#tooltip[hidden] { display: none; }
-#tooltip .k { color: #9fb3c8; margin-right: 6px; }
-#tooltip .v { font-weight: 600; font-variant-numeric: tabular-nums; }
-.tcka-cell:focus { outline: none; stroke: #00e5ff; stroke-width: 2px; }
-footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
-`;
-
-// Runs in the page. Plain ES2017, no dependencies; text goes in through textContent only.
-const SCRIPT = `
-(function () {
-  'use strict';
-  var data = JSON.parse(document.getElementById('cka-data').textContent);
-  var tip = document.getElementById('tooltip');
-  var svg = document.querySelector('.figure svg');
-  if (!svg || !tip) return;
-  var rows = data.model1Layers.length, cols = data.model2Layers.length;
-  var cells = svg.querySelectorAll('rect[data-row][data-col]');
-  var grid = new Array(rows * cols);
-  for (var n = 0; n < cells.length; n++) {
-    var c = cells[n];
-    var title = c.querySelector('title');
-    if (title) { c.setAttribute('aria-label', title.textContent); title.remove(); }
-    c.setAttribute('role', 'img');
-    c.setAttribute('tabindex', '-1');
-    grid[Number(c.getAttribute('data-row')) * cols + Number(c.getAttribute('data-col'))] = c;
-  }
-  // One cell is in the tab order (the top-left one); the arrow keys move between cells.
-  var start = grid[(rows - 1) * cols];
-  if (start) start.setAttribute('tabindex', '0');
-
-  function format(value) {
-    var text = value.toFixed(3);
-    return /^-0\\.?0*$/.test(text) ? text.slice(1) : text;
-  }
-  function line(key, value, cls) {
-    var div = document.createElement('div');
-    var k = document.createElement('span');
-    k.className = 'k';
-    k.textContent = key;
-    var v = document.createElement('span');
-    if (cls) v.className = cls;
-    v.textContent = value;
-    div.appendChild(k);
-    div.appendChild(v);
-    return div;
-  }
-  var shown = null;
-  function fill(cell) {
-    if (shown === cell) return;
-    shown = cell;
-    var i = Number(cell.getAttribute('data-row')), j = Number(cell.getAttribute('data-col'));
-    var raw = cell.getAttribute('data-value');
-    tip.textContent = '';
-    tip.appendChild(line(data.model1Name, data.model1Layers[i]));
-    tip.appendChild(line(data.model2Name, data.model2Layers[j]));
-    tip.appendChild(line('CKA', raw === 'null' ? data.undefinedText : format(Number(raw)), 'v'));
-    tip.hidden = false;
-  }
-  function place(x, y) {
-    var w = tip.offsetWidth, h = tip.offsetHeight;
-    var left = x + 14, top = y + 14;
-    if (left + w > window.innerWidth - 4) left = Math.max(4, x - w - 14);
-    if (top + h > window.innerHeight - 4) top = Math.max(4, y - h - 14);
-    tip.style.left = left + 'px';
-    tip.style.top = top + 'px';
-  }
-  function hide() { tip.hidden = true; shown = null; }
-  function cellOf(target) {
-    return target && target.closest ? target.closest('rect[data-row][data-col]') : null;
-  }
-  svg.addEventListener('mouseover', function (e) {
-    var cell = cellOf(e.target);
-    if (cell) { fill(cell); place(e.clientX, e.clientY); } else hide();
-  });
-  svg.addEventListener('mousemove', function (e) {
-    if (cellOf(e.target)) place(e.clientX, e.clientY);
-  });
-  svg.addEventListener('mouseleave', hide);
-  svg.addEventListener('focusin', function (e) {
-    var cell = cellOf(e.target);
-    if (!cell) return;
-    fill(cell);
-    var r = cell.getBoundingClientRect();
-    place(r.right, r.bottom);
-  });
-  svg.addEventListener('focusout', hide);
-  svg.addEventListener('keydown', function (e) {
-    var cell = cellOf(e.target);
-    if (!cell) return;
-    var i = Number(cell.getAttribute('data-row')), j = Number(cell.getAttribute('data-col'));
-    if (e.key === 'ArrowUp') i = Math.min(rows - 1, i + 1);
-    else if (e.key === 'ArrowDown') i = Math.max(0, i - 1);
-    else if (e.key === 'ArrowLeft') j = Math.max(0, j - 1);
-    else if (e.key === 'ArrowRight') j = Math.min(cols - 1, j + 1);
-    else if (e.key === 'Escape') { hide(); return; }
-    else return;
-    e.preventDefault();
-    var next = grid[i * cols + j];
-    if (!next || next === cell) return;
-    cell.setAttribute('tabindex', '-1');
-    next.setAttribute('tabindex', '0');
-    next.focus();
-  });
-})();
-`;
-
 /** Renders a CKA result as one self-contained HTML page (a string). */
-export function reportHtml(result: CKAResult, info?: ReportInfo): string {
-  const data = validateResult(result, 'reportHtml(result)');
+export function reportHtml(result: ReportResult | CKAResult, info?: ReportInfo): string {
+  const checked = checkResult(result, 'reportHtml(result)');
+  const data = checked.base;
   const opts = optionalObject(info, 'info');
   const title = optionalText(opts.title, 'info.title') || defaultTitle(data);
   const model1 = modelInfo(opts.model1, 'info.model1');
@@ -277,13 +282,26 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
   const command = optionalText(opts.command, 'info.command');
   const elapsed = optionalSeconds(opts.elapsedSeconds);
   const heatmapOptions = optionalObject(opts.heatmap, 'info.heatmap') as HeatmapOptions;
+  const colormap = optionalOneOf(heatmapOptions.colormap, colormapNames, 'info.heatmap.colormap') ?? 'magma';
+  const fontFamily = optionalText(heatmapOptions.fontFamily, 'info.heatmap.fontFamily') || DEFAULT_FONT_FAMILY;
+  const fontSize = optionalPositiveNumber(heatmapOptions.fontSize, 'info.heatmap.fontSize') ?? 12;
+  const maxCell = optionalPositiveNumber(heatmapOptions.cellSize, 'info.heatmap.cellSize') ?? 60;
+  const maxLabel = optionalInteger(heatmapOptions.maxLabelLength, 'info.heatmap.maxLabelLength', 3) ?? 60;
 
-  const svg = heatmapSvg(data, { ...heatmapOptions, title }).replace(/^<\?xml[^>]*>\s*/, '');
   const rows = data.model1Layers.length;
   const cols = data.model2Layers.length;
+  const showValues =
+    optionalBoolean(heatmapOptions.showValues, 'info.heatmap.showValues') ?? (rows <= 12 && cols <= 12);
+  const { measures } = checked;
+  const initial = Math.max(
+    0,
+    measures.findIndex((m) => m.id === 'cka'),
+  );
+  const multi = measures.length > 1;
   const dateText = generatedAt instanceof Date ? formatDate(generatedAt) : generatedAt;
   const dateAttr = generatedAt instanceof Date ? ` datetime="${generatedAt.toISOString()}"` : '';
   const sameData = dataset2 === undefined && data.dataset1Name === data.dataset2Name;
+  const hasNull = measures.some((m) => m.matrix.some((row) => row.includes(null)));
 
   const h: string[] = [];
   h.push('<!DOCTYPE html>');
@@ -302,8 +320,12 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
   h.push('<main>');
   h.push('<header>');
   h.push(`<h1>${escapeHtml(title)}</h1>`);
+  const what =
+    measures.length === 1 && measures[0]?.id === 'cka'
+      ? 'Minibatch linear CKA'
+      : `Minibatch ${measures.map((m) => escapeHtml(measureName(m.id))).join(', ')}`;
   h.push(
-    `<p>Minibatch linear CKA between ${formatCount(rows)} layers of <strong>${escapeHtml(data.model1Name)}</strong>` +
+    `<p>${what} between ${formatCount(rows)} layers of <strong>${escapeHtml(data.model1Name)}</strong>` +
       ` and ${formatCount(cols)} layers of <strong>${escapeHtml(data.model2Name)}</strong>` +
       ` · generated <time${dateAttr}>${escapeHtml(dateText)}</time>` +
       (version ? ` by torch-cka ${escapeHtml(version)}` : '') +
@@ -321,12 +343,36 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
   if (elapsed !== undefined) stat('Time', escapeHtml(formatSeconds(elapsed)), 'elapsed');
   h.push('</ul>');
 
-  h.push('<figure class="figure">');
-  h.push(svg.trimEnd());
+  h.push('<figure class="figure" id="heatmap">');
+  if (multi) {
+    h.push('<div class="measures" role="tablist" aria-label="Measure">');
+    measures.forEach((m, k) => {
+      const selected = k === initial;
+      h.push(
+        `<button type="button" role="tab" id="measure-tab-${k}" data-measure="${escapeHtml(m.id)}"` +
+          ` aria-selected="${selected}" aria-controls="heatmap-canvas" tabindex="${selected ? 0 : -1}"` +
+          ` title="${escapeHtml(measureName(m.id))}">${escapeHtml(measureLabel(m.id))}</button>`,
+      );
+    });
+    h.push('</div>');
+  }
+  const canvasLabel =
+    `{measure} heatmap of ${rows} layers of ${data.model1Name} (rows, first at the bottom) against ` +
+    `${cols} layers of ${data.model2Name} (columns). Use the arrow keys to move between cells.`;
+  h.push(
+    `<canvas id="heatmap-canvas" tabindex="0" role="application" aria-roledescription="heatmap"` +
+      ` aria-label="${escapeHtml(canvasLabel.replace('{measure}', measureLabel(measures[initial]?.id ?? 'cka')))}"` +
+      ` aria-describedby="heatmap-live" width="600" height="400"></canvas>`,
+  );
+  h.push('<div id="heatmap-live" class="sr-only" role="status" aria-live="polite"></div>');
   h.push(
     `<figcaption>Rows: ${escapeHtml(data.model1Name)} (first layer at the bottom). Columns: ${escapeHtml(data.model2Name)}.` +
-      ' Hover a cell, or focus one with Tab and move with the arrow keys, to see its layers and value.</figcaption>',
+      ' Hover a cell, or focus the heatmap with Tab and move with the arrow keys, to see its layers and value;' +
+      ' hover a layer label for its full name.' +
+      (multi ? ' The buttons above switch the measure.' : '') +
+      '</figcaption>',
   );
+  h.push('<noscript><p class="muted">The heatmap needs JavaScript; the tables below do not.</p></noscript>');
   h.push('</figure>');
 
   h.push('<h2>Models</h2>');
@@ -342,6 +388,21 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
     `<tr><th scope="row">Layers compared</th><td class="layers1">${layersCell(rows, model1.layerCount)}</td>` +
       `<td class="layers2">${layersCell(cols, model2.layerCount)}</td></tr>`,
   );
+  if (checked.model1Views !== undefined || checked.model2Views !== undefined) {
+    const viewsCell = (views: string[] | undefined): string => {
+      const counts = new Map<string, number>();
+      for (const v of views ?? ['flatten']) counts.set(v, (counts.get(v) ?? 0) + (views ? 1 : 0));
+      return [...counts]
+        .map(
+          ([v, n]) => `<code>${escapeHtml(v)}</code>${views ? ` <span class="muted">× ${formatCount(n)}</span>` : ''}`,
+        )
+        .join(', ');
+    };
+    h.push(
+      `<tr><th scope="row">Views</th><td class="views1">${viewsCell(checked.model1Views)}</td>` +
+        `<td class="views2">${viewsCell(checked.model2Views)}</td></tr>`,
+    );
+  }
   h.push('</tbody></table></div>');
 
   h.push('<h2>Data</h2>');
@@ -360,30 +421,42 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
     `<tr><th scope="row">Description</th><td>${cell(dataset1.description)}</td><td>${cell(d2.description)}</td></tr>`,
   );
   h.push('</tbody></table></div>');
-
-  h.push(`<h2>Best match in ${escapeHtml(data.model2Name)} for each layer of ${escapeHtml(data.model1Name)}</h2>`);
-  h.push('<div class="table-wrap"><table class="matches">');
-  h.push(
-    `<thead><tr><th scope="col">${escapeHtml(data.model1Name)} layer</th>` +
-      `<th scope="col">best ${escapeHtml(data.model2Name)} layer</th><th scope="col" class="num">CKA</th></tr></thead>`,
-  );
-  h.push('<tbody>');
-  for (const match of bestMatches(data)) {
-    const swatch =
-      match.cka === null
-        ? ''
-        : `<span class="swatch" style="background:${colorHex(match.cka, heatmapOptions.colormap)}"></span>`;
+  if (checked.rbf !== undefined) {
     h.push(
-      `<tr data-row="${match.row}"${match.col === null ? '' : ` data-col="${match.col}"`}>` +
-        `<td><code>${escapeHtml(match.layer1)}</code></td>` +
-        `<td>${match.layer2 === null ? EMPTY : `<code>${escapeHtml(match.layer2)}</code>`}</td>` +
-        `<td class="num">${match.cka === null ? EMPTY : `${swatch}${formatCka(match.cka)}`}</td></tr>`,
+      `<p class="muted" id="rbf">RBF CKA: σ of each layer = ${escapeHtml(String(checked.rbf.threshold))} × √(median squared distance` +
+        ' of the first batch), or as given; the tooltip of each cell shows both σ.</p>',
     );
   }
-  h.push('</tbody></table></div>');
-  if (data.cka.some((row) => row.includes(null))) {
+
+  measures.forEach((m, k) => {
+    const label = escapeHtml(measureLabel(m.id));
+    h.push(`<section data-measure-section="${escapeHtml(m.id)}"${k === initial ? '' : ' hidden'}>`);
     h.push(
-      `<p class="muted">Hatched cells, and ${EMPTY} in the table: CKA is undefined because a layer is constant over the data.</p>`,
+      `<h2>Best match in ${escapeHtml(data.model2Name)} for each layer of ${escapeHtml(data.model1Name)}` +
+        `${multi ? ` by ${label}` : ''}</h2>`,
+    );
+    h.push(`<div class="table-wrap"><table class="matches" data-measure="${escapeHtml(m.id)}">`);
+    h.push(
+      `<thead><tr><th scope="col">${escapeHtml(data.model1Name)} layer</th>` +
+        `<th scope="col">best ${escapeHtml(data.model2Name)} layer</th><th scope="col" class="num">${label}</th></tr></thead>`,
+    );
+    h.push('<tbody>');
+    for (const match of bestMatches({ ...data, cka: m.matrix })) {
+      const swatch =
+        match.cka === null ? '' : `<span class="swatch" style="background:${colorHex(match.cka, colormap)}"></span>`;
+      h.push(
+        `<tr data-row="${match.row}"${match.col === null ? '' : ` data-col="${match.col}"`}>` +
+          `<td><code>${escapeHtml(match.layer1)}</code></td>` +
+          `<td>${match.layer2 === null ? EMPTY : `<code>${escapeHtml(match.layer2)}</code>`}</td>` +
+          `<td class="num">${match.cka === null ? EMPTY : `${swatch}${formatCka(match.cka)}`}</td></tr>`,
+      );
+    }
+    h.push('</tbody></table></div>');
+    h.push('</section>');
+  });
+  if (hasNull) {
+    h.push(
+      `<p class="muted">Hatched cells, and ${EMPTY} in the table: the measure is undefined because a layer is constant over the data.</p>`,
     );
   }
 
@@ -403,6 +476,20 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
       model2Name: data.model2Name,
       model1Layers: data.model1Layers,
       model2Layers: data.model2Layers,
+      model1Views: checked.model1Views ?? null,
+      model2Views: checked.model2Views ?? null,
+      rowLabels: tickLabels(data.model1Layers, checked.model1Views, maxLabel),
+      colLabels: tickLabels(data.model2Layers, checked.model2Views, maxLabel),
+      rbf: checked.rbf ?? null,
+      measures: measures.map((m) => ({ id: m.id, label: measureLabel(m.id), ...packMatrix(m.matrix) })),
+      initial,
+      hasNull,
+      showValues,
+      colormap: colormaps[colormap].map(rgbHex),
+      fontFamily,
+      fontSize,
+      maxCell,
+      canvasLabel,
       undefinedText: UNDEFINED_LEGEND,
     })}</script>`,
   );
