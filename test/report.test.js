@@ -316,11 +316,297 @@ describe('reportHtml in Chromium', function () {
   });
 });
 
+// Several measures, views and RBF σ, as export() gives them with `measures: ['cka', 'rbf_cka', 'dcor']`.
+const mNames1 = ['embed', 'blocks.0', 'blocks.1.' + 'very_long_name_'.repeat(6) + 'end', 'head'];
+const mNames2 = ['conv1', 'layer1', 'layer2', 'pool', 'fc'];
+const grid = (f) => mNames1.map((_, i) => mNames2.map((_, j) => f(i, j)));
+const multi = {
+  model1Name: 'ViT',
+  model2Name: 'CNN',
+  model1Layers: mNames1,
+  model2Layers: mNames2,
+  dataset1Name: 'imagenet',
+  dataset2Name: 'imagenet',
+  samples: 640,
+  batches: 10,
+  cka: grid((i, j) => Math.round(10000 * Math.exp(-Math.abs(i - j))) / 10000),
+  measures: {
+    cka: grid((i, j) => Math.round(10000 * Math.exp(-Math.abs(i - j))) / 10000),
+    rbf_cka: grid((i, j) => (i === 1 && j === 2 ? null : Math.round(10000 * (0.3 + 0.1 * i + 0.05 * j)) / 10000)),
+    dcor: grid((i, j) => Math.round(10000 * (0.9 - 0.1 * j + 0.02 * i)) / 10000),
+  },
+  model1Views: ['flatten', 'token:0', 'token-mean', 'token:0'],
+  model2Views: ['spatial-mean', 'spatial-mean', 'spatial-mean', 'flatten', 'flatten'],
+  rbf: { threshold: 0.5, sigma1: [1.25, 2.5, 3.75, 123456.7], sigma2: [0.5, 0.75, null, 1, 2] },
+};
+
+describe('reportHtml with several measures in Chromium', function () {
+  let browser;
+  let page;
+  let dir;
+  const consoleErrors = [];
+
+  before(async function () {
+    browser = await launchChromium();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-report-m-'));
+  });
+  after(async function () {
+    await browser?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function open(html, name, viewport = { width: 1200, height: 900 }) {
+    await page?.close();
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, html);
+    page = await browser.newPage({ viewport });
+    await page.route('**/*', (route) => (route.request().url().startsWith('file:') ? route.continue() : route.abort()));
+    page.on('pageerror', (error) => consoleErrors.push(String(error)));
+    page.on('console', (message) => message.type() === 'error' && consoleErrors.push(message.text()));
+    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    await page.waitForSelector('#heatmap-canvas[data-ready]');
+  }
+  const point = async (i, j) => {
+    const box = await page.locator('#heatmap-canvas').boundingBox();
+    const g = await page.$eval('#heatmap-canvas', (c) => [c.dataset.x0, c.dataset.y0, c.dataset.cell].map(Number));
+    const rows = await page.$eval('#cka-data', (el) => JSON.parse(el.textContent).model1Layers.length);
+    // A whole pixel inside the cell: mouse events carry integer coordinates, and cells may be < 2 px.
+    const pick = (start, size) =>
+      Math.ceil(start + 0.05 * size) < start + size ? Math.ceil(start + 0.05 * size) : start + size / 2;
+    return [pick(box.x + g[0] + j * g[2], g[2]), pick(box.y + g[1] + (rows - 1 - i) * g[2], g[2])];
+  };
+  const hover = async (i, j) => {
+    await page.mouse.move(1, 1);
+    let [x, y] = await point(i, j);
+    const height = page.viewportSize().height;
+    if (y < 10 || y > height - 10) {
+      await page.evaluate((dy) => window.scrollBy(0, dy), y - height / 2);
+      [x, y] = await point(i, j);
+    }
+    await page.mouse.move(x, y);
+    await page.waitForSelector('#tooltip:not([hidden])');
+    return page.textContent('#tooltip');
+  };
+  const visibleMatches = () =>
+    page.$$eval('section:not([hidden]) table.matches tbody tr', (trs) =>
+      trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent.trim())),
+    );
+
+  it('switches the heatmap, tooltip and best-match table between measures with tabs (mouse and keys)', async function () {
+    await open(reportHtml(multi), 'multi.html');
+    const tabs = page.locator('.measures [role="tab"]');
+    assert.deepEqual(await tabs.allTextContents(), ['CKA', 'RBF CKA', 'dCor']);
+    assert.equal(await page.getAttribute('[role="tablist"]', 'aria-label'), 'Measure');
+    assert.equal(await page.getAttribute('#measure-tab-0', 'aria-selected'), 'true');
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'cka');
+    assert.ok((await hover(2, 1)).endsWith(`CKA${shown(multi.measures.cka[2][1])}`));
+    assert.deepEqual(await visibleMatches(), expectedMatches(multi, multi.measures.cka));
+
+    await page.click('#measure-tab-2');
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'dcor');
+    assert.equal(await page.getAttribute('#measure-tab-2', 'aria-selected'), 'true');
+    assert.equal(await page.getAttribute('#measure-tab-0', 'aria-selected'), 'false');
+    assert.ok((await hover(2, 1)).endsWith(`dCor${shown(multi.measures.dcor[2][1])}`));
+    assert.deepEqual(await visibleMatches(), expectedMatches(multi, multi.measures.dcor));
+
+    // Keys on the focused tab: ArrowLeft goes to the previous measure, Home/End to the ends.
+    await page.focus('#measure-tab-2');
+    await page.keyboard.press('ArrowLeft');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'measure-tab-1');
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'rbf_cka');
+    assert.deepEqual(await visibleMatches(), expectedMatches(multi, multi.measures.rbf_cka));
+    await page.keyboard.press('End');
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'dcor');
+    await page.keyboard.press('Home');
+    await page.keyboard.press('ArrowRight');
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'rbf_cka');
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  it('shows views and, for rbf_cka, both σ in the tooltip and the readout; views beside the labels', async function () {
+    // RBF CKA is selected (the previous test); cell (3, 4): head × fc.
+    const text = await hover(3, 4);
+    assert.equal(
+      text,
+      `ViThead` +
+        `CNNfc` +
+        `viewstoken:0 × flatten` +
+        `σ123500 × 2 (threshold 0.5)` +
+        `RBF CKA${shown(multi.measures.rbf_cka[3][4])}`,
+    );
+    assert.match(await hover(1, 2), /σ2\.5 × — \(threshold 0\.5\)RBF CKAundefined: layer constant over the data$/);
+    // Keyboard: Tab from the selected tab reaches the canvas; the readout says the same.
+    await page.focus('#measure-tab-1');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'heatmap-canvas');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowRight');
+    assert.equal(
+      await page.textContent('#heatmap-live'),
+      `ViT blocks.1.${'very_long_name_'.repeat(6)}end (token-mean), CNN layer1 (spatial-mean), σ 3.75 and 0.75: RBF CKA ${shown(multi.measures.rbf_cka[2][1])}`,
+    );
+    // Switching the measure while the canvas has the focus updates the readout.
+    await page.evaluate(() => document.getElementById('measure-tab-0').click());
+    await page.focus('#heatmap-canvas');
+    assert.ok((await page.textContent('#heatmap-live')).endsWith(`: CKA ${shown(multi.measures.cka[2][1])}`));
+    // Labels carry the view (not all are flatten); a long name is shortened there, whole on hover.
+    const labels = await page.$eval('#cka-data', (el) => JSON.parse(el.textContent));
+    assert.equal(labels.rowLabels[0], 'embed [flatten]');
+    assert.equal(labels.colLabels[3], 'pool [flatten]');
+    assert.ok(labels.rowLabels[2].includes('…') && labels.rowLabels[2].endsWith(' [token-mean]'), labels.rowLabels[2]);
+    await page.evaluate(() => document.activeElement.blur());
+    const [x, y] = await point(2, 0);
+    const size = Number(await page.getAttribute('#heatmap-canvas', 'data-cell'));
+    await page.mouse.move(x - 60, Math.round(y - 0.05 * size + size / 2));
+    assert.equal(await page.textContent('#tooltip'), `ViT${mNames1[2]}viewtoken-mean`);
+    assert.equal(await page.textContent('td.views1'), 'flatten × 1, token:0 × 2, token-mean × 1');
+    assert.ok((await page.textContent('#rbf')).includes('0.5 ×'));
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  it('takes the first measure when cka is absent, and shows values beyond ±32.767 exactly', async function () {
+    const { cka: _drop, ...rest } = multi;
+    const noCka = {
+      ...rest,
+      measures: {
+        dcor: multi.measures.dcor,
+        wide: grid((i, j) => (i === 0 && j === 0 ? 40.12345 : -1234.5678 * i + j)),
+      },
+    };
+    await open(reportHtml(noCka), 'nocka.html');
+    assert.deepEqual(await page.locator('.measures [role="tab"]').allTextContents(), ['dCor', 'wide']);
+    assert.equal(await page.getAttribute('#heatmap-canvas', 'data-measure'), 'dcor');
+    assert.ok((await hover(0, 0)).endsWith(`dCor${shown(multi.measures.dcor[0][0])}`));
+    await page.click('#measure-tab-1');
+    assert.ok((await hover(0, 0)).endsWith('wide40.123'));
+    assert.ok((await hover(3, 2)).endsWith(`wide${shown(-1234.5678 * 3 + 2)}`));
+    const data = await page.$eval('#cka-data', (el) => JSON.parse(el.textContent));
+    assert.deepEqual(
+      data.measures.map((m) => m.encoding),
+      ['i16', 'f64'],
+    );
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  it('keeps a 500 x 400 result with 3 measures to a few MB, interactive within seconds', async function () {
+    const rows = 500;
+    const cols = 400;
+    const mk = (f) => Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => f(i, j)));
+    // Values with 5+ digits, so that rounding to what the tooltip shows is exercised.
+    const measures = {
+      cka: mk((i, j) => Math.sin(i * 0.37 + j * 0.11) ** 2),
+      rbf_cka: mk((i, j) => (i === 7 ? null : Math.cos(i * j * 0.001) ** 2)),
+      dcor: mk((i, j) => Math.abs(Math.sin(i + 2 * j)) * 0.999),
+    };
+    const big = {
+      model1Name: 'vit_b_16',
+      model2Name: 'resnet50',
+      model1Layers: Array.from({ length: rows }, (_, i) => `encoder.layers.${i}.mlp.fc${(i % 2) + 1}`),
+      model2Layers: Array.from({ length: cols }, (_, j) => `layer${(j % 4) + 1}.${j}.conv2`),
+      model1Views: Array.from({ length: rows }, (_, i) => (i % 3 ? 'token:0' : 'token-mean')),
+      model2Views: Array.from({ length: cols }, () => 'spatial-mean'),
+      rbf: { threshold: 0.5, sigma1: Array(rows).fill(1.5), sigma2: Array(cols).fill(2.5) },
+      dataset1Name: 'imagenet',
+      dataset2Name: 'imagenet',
+      samples: 10000,
+      batches: 40,
+      cka: measures.cka,
+      measures,
+    };
+    const html = reportHtml(big);
+    const bytes = Buffer.byteLength(html);
+    const file = path.join(dir, 'huge.html');
+    fs.writeFileSync(file, html);
+    await page?.close();
+    page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    page.on('pageerror', (error) => consoleErrors.push(String(error)));
+    const t0 = Date.now();
+    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    await page.waitForSelector('#heatmap-canvas[data-ready]');
+    const drawn = Date.now() - t0;
+    const first = await hover(250, 200);
+    const interactive = Date.now() - t0;
+    await page.click('#measure-tab-1');
+    const t1 = Date.now();
+    const switched = await hover(123, 45);
+    const switchMs = Date.now() - t1;
+    console.log(
+      `      500 x 400, 3 measures: ${(bytes / 1e6).toFixed(2)} MB, drawn in ${drawn} ms, ` +
+        `first hover answered at ${interactive} ms, measure switch + hover ${switchMs} ms`,
+    );
+    assert.ok(bytes < 4e6, `${bytes} bytes`);
+    assert.ok(interactive < 5000, `${interactive} ms`);
+    assert.ok(
+      first.includes(big.model1Layers[250]) &&
+        first.includes(big.model2Layers[200]) &&
+        first.endsWith(`CKA${shown(measures.cka[250][200])}`),
+      first,
+    );
+    assert.ok(first.includes('viewstoken:0 × spatial-mean'), first);
+    assert.ok(switched.endsWith(`RBF CKA${shown(measures.rbf_cka[123][45])}`), switched);
+    assert.match(await hover(7, 3), /RBF CKAundefined/);
+    for (const [i, j] of [
+      [0, 0],
+      [499, 399],
+      [317, 12],
+    ]) {
+      assert.ok((await hover(i, j)).endsWith(`RBF CKA${shown(measures.rbf_cka[i][j])}`), `${i},${j}`);
+    }
+    // The keyboard from the top-left cell: 3 right, 2 down, with the dCor measure.
+    await page.click('#measure-tab-2');
+    await page.focus('#heatmap-canvas');
+    for (const key of ['ArrowRight', 'ArrowRight', 'ArrowRight', 'ArrowDown', 'ArrowDown'])
+      await page.keyboard.press(key);
+    assert.equal(
+      await page.textContent('#heatmap-live'),
+      `vit_b_16 ${big.model1Layers[497]} (token:0), resnet50 ${big.model2Layers[3]} (spatial-mean): dCor ${shown(measures.dcor[497][3])}`,
+    );
+    assert.deepEqual(consoleErrors, []);
+  });
+});
+
 describe('reportHtml arguments', function () {
   it('rejects a bad result or bad info', function () {
     assert.throws(() => reportHtml({ ...result, cka: [[1]] }), { name: 'TypeError', code: 'ERR_INVALID_RESULT' });
     assert.throws(() => reportHtml(result, { model1: 'a.pt' }), { name: 'TypeError', code: 'ERR_INVALID_ARG' });
     assert.throws(() => reportHtml(result, { generatedAt: 5 }), { name: 'TypeError', code: 'ERR_INVALID_ARG' });
     assert.throws(() => reportHtml(result, { elapsedSeconds: -1 }), { code: 'ERR_INVALID_ARG' });
+    assert.throws(() => reportHtml(result, { heatmap: { colormap: 'jet' } }), { code: 'ERR_INVALID_ARG' });
+  });
+
+  it('rejects bad measures, views and rbf fields, naming the field', function () {
+    const bad = (patch, pattern) =>
+      assert.throws(() => reportHtml({ ...multi, ...patch }), {
+        name: 'TypeError',
+        code: 'ERR_INVALID_RESULT',
+        message: pattern,
+      });
+    bad({ measures: [] }, /measures/);
+    bad({ measures: {} }, /measures is empty/);
+    bad({ measures: { ...multi.measures, dcor: multi.measures.dcor.slice(1) } }, /measures\.dcor has 3 rows/);
+    bad(
+      { measures: { ...multi.measures, dcor: grid(() => 0).map((r, i) => (i === 2 ? r.slice(1) : r)) } },
+      /measures\.dcor\[2\] has 4 values/,
+    );
+    bad(
+      { measures: { ...multi.measures, rbf_cka: grid((i, j) => (i + j === 3 ? Number.NaN : 0)) } },
+      /measures\.rbf_cka\[0\]\[3\]/,
+    );
+    bad({ model1Views: ['flatten'] }, /4 view names .* model1Views/);
+    bad({ model2Views: mNames2.map(() => 3) }, /model2Views/);
+    bad({ rbf: { threshold: 0.5, sigma1: [1, 2, 3], sigma2: multi.rbf.sigma2 } }, /rbf\.sigma1/);
+    bad({ rbf: { threshold: 0.5, sigma1: multi.rbf.sigma1, sigma2: [1, -2, 1, 1, 1] } }, /rbf\.sigma2\[1\]/);
+    bad({ rbf: { sigma1: multi.rbf.sigma1, sigma2: multi.rbf.sigma2 } }, /rbf/);
+    const { cka: _cka, measures: _measures, ...neither } = multi;
+    assert.throws(() => reportHtml(neither), { code: 'ERR_INVALID_RESULT', message: /cka/ });
+    // An older result without measures, views or rbf is one CKA heatmap, all views flatten.
+    const html = reportHtml(result);
+    const data = JSON.parse(html.match(/<script type="application\/json" id="cka-data">(.*?)<\/script>/s)[1]);
+    assert.deepEqual(
+      data.measures.map((m) => m.id),
+      ['cka'],
+    );
+    assert.equal(data.model1Views, null);
+    assert.doesNotMatch(html, /role="tablist"/);
   });
 });
