@@ -38,6 +38,7 @@ const dataShape = (message: string): Error => makeError(Error, ErrorCodes.DATA_S
 export interface NpzInput {
   /** The array's name: its member name less `.npy` (the key `np.load` gives it). */
   readonly name: string;
+  /** The array's element type, kept in its batches. */
   readonly dtype: DType;
   /** Shape of one sample of this input; its batches are `[n, ...sampleShape]`. */
   readonly sampleShape: readonly number[];
