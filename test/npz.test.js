@@ -274,6 +274,17 @@ describe('.npz into a traced encoder with two int64 inputs and a dict output', (
       ]);
       assert.notEqual(wrong.status, 0);
       assert.match(wrong.stderr, /ERR_/);
+      const notNpz = await runCli([
+        'compare',
+        'a.pt',
+        'b.pt',
+        '--data',
+        path.join(FIXTURES, 'data', 'npy', 'values_int64.npy'),
+        '--inputs',
+        'input_ids',
+      ]);
+      assert.notEqual(notNpz.status, 0);
+      assert.match(notNpz.stderr, /--inputs .*values_int64\.npy is npy data.*ERR_USAGE/);
       const missing = await runCli(['compare', 'a.pt', 'b.pt', '--data', npz('text.npz'), '--inputs', 'input_ids,,x']);
       assert.notEqual(missing.status, 0);
       assert.match(missing.stderr, /ERR_USAGE/);

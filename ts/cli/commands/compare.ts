@@ -266,6 +266,9 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
   // Data first: a wrong path fails before the models load.
   const data1 = await openDataset(config.data1, config.data);
   const data2 = config.data2 === undefined ? undefined : await openDataset(config.data2, config.data);
+  if (config.data.inputs !== undefined && data1.format !== 'npz' && data2?.format !== 'npz') {
+    throw usageError(`--inputs chooses arrays of an .npz archive, but ${config.data1} is ${data1.format} data`);
+  }
   // Each rank on a host takes its own GPU.
   let device = config.device ?? 'cpu';
   if (dist && device === 'cuda') device = `cuda:${dist.localRank}`;
