@@ -1083,7 +1083,9 @@ describe('data: openDataset', () => {
       for (const name of ['notes.txt', 'archive.gz']) {
         await assert.rejects(openDataset(path.join(tmp, 'open', name)), {
           code: 'ERR_DATA_FORMAT',
-          message: new RegExp(`\\.npy file, a CIFAR-10 .* IDX image file .* JPEG/PNG/WebP images but .*${name}`),
+          message: new RegExp(
+            `\\.npy file, an \\.npz archive, a CIFAR-10 .* IDX image file .* JPEG/PNG/WebP images but .*${name}`,
+          ),
         });
       }
     });

@@ -48,6 +48,8 @@ export {
   readIdx,
   readImageFolder,
   readNpy,
+  readNpz,
+  NpzDataset,
 } from './data';
 export type {
   Cifar10Options,
@@ -58,6 +60,8 @@ export type {
   MeanStd,
   NormalizeOption,
   NpyOptions,
+  NpzOptions,
+  NpzInput,
   OpenDatasetOptions,
   SizeOption,
 } from './data';

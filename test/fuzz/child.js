@@ -145,18 +145,28 @@ function checkDataset(ds) {
 
 function checkBatch(ds, batch, b) {
   const { Tensor } = torchCka();
-  if (!(batch instanceof Tensor)) violate(`batch ${b} is not a Tensor`);
   const want = Math.min(ds.batchSize, ds.length - b * ds.batchSize);
-  const shape = [...batch.shape];
-  if (shape[0] !== want) violate(`batch ${b} has ${shape[0]} samples, expected ${want}`);
-  if (JSON.stringify(shape.slice(1)) !== JSON.stringify([...ds.sampleShape])) {
-    violate(`batch ${b} has shape [${shape}] for samples [${ds.sampleShape}]`);
+  // An .npz data set (NpzDataset) gives one tensor per input.
+  const parts = ds.inputs === undefined ? [[batch, ds.sampleShape, ds.dtype]] : null;
+  if (parts === null) {
+    if (!Array.isArray(batch) || batch.length !== ds.inputs.length) {
+      violate(`batch ${b} is not an array of ${ds.inputs.length} tensors`);
+    }
   }
-  if (batch.data.length !== product(shape)) violate(`batch ${b}: ${batch.data.length} values for shape [${shape}]`);
-  if (batch.dtype !== ds.dtype) violate(`batch ${b} is ${batch.dtype}, the dataset ${ds.dtype}`);
+  const list = parts ?? ds.inputs.map((input, i) => [batch[i], input.sampleShape, input.dtype]);
+  for (const [tensor, sampleShape, dtype] of list) {
+    if (!(tensor instanceof Tensor)) violate(`batch ${b} is not a Tensor`);
+    const shape = [...tensor.shape];
+    if (shape[0] !== want) violate(`batch ${b} has ${shape[0]} samples, expected ${want}`);
+    if (JSON.stringify(shape.slice(1)) !== JSON.stringify([...sampleShape])) {
+      violate(`batch ${b} has shape [${shape}] for samples [${sampleShape}]`);
+    }
+    if (tensor.data.length !== product(shape)) violate(`batch ${b}: ${tensor.data.length} values for shape [${shape}]`);
+    if (tensor.dtype !== dtype) violate(`batch ${b} is ${tensor.dtype}, the dataset ${dtype}`);
+  }
 }
 
-const sameBatch = (a, b) =>
+const sameTensor = (a, b) =>
   JSON.stringify([...a.shape]) === JSON.stringify([...b.shape]) &&
   a.dtype === b.dtype &&
   Buffer.compare(
@@ -164,7 +174,14 @@ const sameBatch = (a, b) =>
     Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength),
   ) === 0;
 
-const copyBatch = (batch) => ({ shape: [...batch.shape], dtype: batch.dtype, data: batch.data.slice() });
+const sameBatch = (a, b) =>
+  Array.isArray(a)
+    ? Array.isArray(b) && a.length === b.length && a.every((t, i) => sameTensor(t, b[i]))
+    : !Array.isArray(b) && sameTensor(a, b);
+
+const copyTensor = (batch) => ({ shape: [...batch.shape], dtype: batch.dtype, data: batch.data.slice() });
+const copyBatch = (batch) => (Array.isArray(batch) ? batch.map(copyTensor) : copyTensor(batch));
+const batchSamples = (batch) => (Array.isArray(batch) ? batch[0].shape[0] : batch.shape[0]);
 
 async function runReader(dir, generated, reached) {
   const { options } = generated;
@@ -175,7 +192,8 @@ async function runReader(dir, generated, reached) {
   checkDataset(ds);
   const plan = options.plan ?? {};
   const summary = { length: ds.length, batchCount: ds.batchCount, batches: 0, samples: 0 };
-  const sampleValues = product(ds.sampleShape);
+  const sampleValues =
+    ds.inputs === undefined ? product(ds.sampleShape) : ds.inputs.reduce((a, i) => a + product(i.sampleShape), 0);
   const keep = plan.resumeAt !== undefined && ds.length * sampleValues <= 1 << 20;
   const kept = [];
   let stopped = false;
@@ -187,7 +205,7 @@ async function runReader(dir, generated, reached) {
     checkBatch(ds, step.value, summary.batches);
     if (keep) kept.push(copyBatch(step.value));
     summary.batches += 1;
-    summary.samples += step.value.shape[0];
+    summary.samples += batchSamples(step.value);
     if (summary.batches > ds.batchCount) violate(`more than batchCount (${ds.batchCount}) batches`);
     if (plan.shrinkTo !== undefined && summary.batches === 1) {
       const file = path.join(dir, generated.files[0].name);
@@ -284,6 +302,7 @@ async function runModel(dir, generated, reached) {
 
 const RUNNERS = {
   npy: runReader,
+  npz: runReader,
   idx: runReader,
   cifar: runReader,
   model: runModel,

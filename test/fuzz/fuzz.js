@@ -2,7 +2,7 @@
 // npm run fuzz: feeds damaged files to the model loader and the data readers.
 //
 //   node test/fuzz/fuzz.js [--cases N | --cases npy=600,model=300] [--seed S]
-//                          [--target npy,idx,cifar,model | all] [--time-limit SEC]
+//                          [--target npy,npz,idx,cifar,model | all] [--time-limit SEC]
 //                          [--case-timeout SEC] [--jobs N] [--out DIR] [--json FILE]
 //                          [--memory-limit MB] [--alloc-limit MB] [--start I] [--case I] [--quiet]
 //
@@ -29,7 +29,7 @@
 // a usage error, 3 when no child could be started (the summary so far is
 // printed).
 //
-// --cases N splits N over the targets by weight (npy 4, idx 4, cifar 2, model 2);
+// --cases N splits N over the targets by weight (npy 4, npz 4, idx 4, cifar 2, model 2);
 // without --cases, --time-limit runs until the time is up. --case I runs the
 // single case I of one --target (a repro).
 'use strict';
@@ -44,7 +44,7 @@ const CHILD = path.join(__dirname, 'child.js');
 const { PUBLIC_TARGETS, SELFTESTS, generateCase, inputExtension } = require('./inputs');
 const { PREFIX, classify } = require(CHILD);
 
-const WEIGHTS = { npy: 4, idx: 4, cifar: 2, model: 2 };
+const WEIGHTS = { npy: 4, npz: 4, idx: 4, cifar: 2, model: 2 };
 
 function usage(message) {
   process.stderr.write(`fuzz: ${message}\nSee the comment at the top of test/fuzz/fuzz.js.\n`);

@@ -1,6 +1,6 @@
 'use strict';
 // Inputs of the fuzzing harness (test/fuzz/fuzz.js): seeded generators of
-// damaged .npy, IDX, CIFAR-10 and TorchScript files, and a small zip reader and
+// damaged .npy, .npz, IDX, CIFAR-10 and TorchScript files, and a small zip reader and
 // writer for the model archives. Everything a case needs follows from
 // (target, seed, case index): generateCase() gives the same bytes and options
 // in the parent (which saves the input of a finding) and in the child (which
@@ -750,6 +750,301 @@ function mutateNpyHeader(rng, seed) {
 }
 
 // ---------------------------------------------------------------------------
+// .npz (a zip of .npy arrays, as np.savez and np.savez_compressed write it)
+
+/**
+ * An .npz archive of `{ name, method, data }` entries (data uncompressed;
+ * method 0 stored, 8 deflated, any other number written as is with the data
+ * stored) with correct CRCs and sizes, and where each structure is:
+ * `{ bytes, locals: [offset], centrals: [offset], end, end64 }`. With
+ * `zip64`, every size and offset goes in zip64 extra fields and zip64 end
+ * records, as Python's zipfile writes them past 4 GiB.
+ */
+function writeNpzArchive(entries, { zip64 = false } = {}) {
+  const parts = [];
+  const central = [];
+  const locals = [];
+  const centralAt = [];
+  let offset = 0;
+  let directoryLength = 0;
+  for (const entry of entries) {
+    const name = Buffer.from(entry.name, 'utf8');
+    const data = entry.method === 8 ? zlib.deflateRawSync(entry.data) : entry.data;
+    const crc = entry.crc ?? crc32(entry.data);
+    const big = (value) => (zip64 ? 0xffffffff : value);
+    const extra64 = zip64 ? Buffer.alloc(20) : Buffer.alloc(0);
+    if (zip64) {
+      extra64.writeUInt16LE(1, 0);
+      extra64.writeUInt16LE(16, 2);
+      extra64.writeBigUInt64LE(BigInt(entry.data.length), 4);
+      extra64.writeBigUInt64LE(BigInt(data.length), 12);
+    }
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(LOCAL, 0);
+    local.writeUInt16LE(zip64 ? 45 : 20, 4);
+    local.writeUInt16LE(entry.method, 8);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(big(data.length), 18);
+    local.writeUInt32LE(big(entry.data.length), 22);
+    local.writeUInt16LE(name.length, 26);
+    local.writeUInt16LE(extra64.length, 28);
+    locals.push(offset);
+    parts.push(local, name, extra64, data);
+    const cextra = zip64 ? Buffer.alloc(28) : Buffer.alloc(0);
+    if (zip64) {
+      cextra.writeUInt16LE(1, 0);
+      cextra.writeUInt16LE(24, 2);
+      cextra.writeBigUInt64LE(BigInt(entry.data.length), 4);
+      cextra.writeBigUInt64LE(BigInt(data.length), 12);
+      cextra.writeBigUInt64LE(BigInt(offset), 20);
+    }
+    const record = Buffer.alloc(46);
+    record.writeUInt32LE(CENTRAL, 0);
+    record.writeUInt16LE(zip64 ? 45 : 20, 4);
+    record.writeUInt16LE(zip64 ? 45 : 20, 6);
+    record.writeUInt16LE(entry.method, 10);
+    record.writeUInt32LE(crc, 16);
+    record.writeUInt32LE(big(data.length), 20);
+    record.writeUInt32LE(big(entry.data.length), 24);
+    record.writeUInt16LE(name.length, 28);
+    record.writeUInt16LE(cextra.length, 30);
+    record.writeUInt32LE(big(offset), 42);
+    central.push(record, name, cextra);
+    offset += local.length + name.length + extra64.length + data.length;
+    directoryLength += record.length + name.length + cextra.length;
+  }
+  for (let k = 0, at = offset; k < entries.length; k += 1) {
+    centralAt.push(at);
+    at += central[3 * k].length + central[3 * k + 1].length + central[3 * k + 2].length;
+  }
+  const tail = [];
+  let end64 = -1;
+  if (zip64) {
+    end64 = offset + directoryLength;
+    const record = Buffer.alloc(56);
+    record.writeUInt32LE(0x06064b50, 0);
+    record.writeBigUInt64LE(44n, 4);
+    record.writeUInt16LE(45, 12);
+    record.writeUInt16LE(45, 14);
+    record.writeBigUInt64LE(BigInt(entries.length), 24);
+    record.writeBigUInt64LE(BigInt(entries.length), 32);
+    record.writeBigUInt64LE(BigInt(directoryLength), 40);
+    record.writeBigUInt64LE(BigInt(offset), 48);
+    const locator = Buffer.alloc(20);
+    locator.writeUInt32LE(0x07064b50, 0);
+    locator.writeBigUInt64LE(BigInt(end64), 8);
+    locator.writeUInt32LE(1, 16);
+    tail.push(record, locator);
+  }
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(END, 0);
+  end.writeUInt16LE(zip64 ? 0xffff : entries.length, 8);
+  end.writeUInt16LE(zip64 ? 0xffff : entries.length, 10);
+  end.writeUInt32LE(zip64 ? 0xffffffff : directoryLength, 12);
+  end.writeUInt32LE(zip64 ? 0xffffffff : offset, 16);
+  const bytes = Buffer.concat([...parts, ...central, ...tail, end]);
+  return { bytes, locals, centrals: centralAt, end: bytes.length - 22, end64 };
+}
+
+let npzSeedCache;
+/** Seeds: the .npz fixtures (as bytes), and entry lists to re-zip: theirs and generated ones. */
+function npzSeeds() {
+  if (npzSeedCache) return npzSeedCache;
+  const dir = path.join(FIXTURES, 'data', 'npz');
+  const files = ['text.npz', 'text_stored.npz', 'zip64.npz'].map((name) => ({
+    name,
+    bytes: fs.readFileSync(path.join(dir, name)),
+  }));
+  const lists = [];
+  for (const name of ['text.npz', 'text_stored.npz']) {
+    lists.push({ name, entries: readZip(fs.readFileSync(path.join(dir, name))) });
+  }
+  const rng = new Rng(1, 'npz-seeds', 0);
+  const tails = [[], [3], [2, 2], [1, 4]];
+  for (let k = 0; k < 12; k += 1) {
+    const n = rng.pick([1, 2, 3, 5, 9]);
+    const count = rng.range(1, 3);
+    const method = rng.pick([0, 8]);
+    const entries = [];
+    for (let a = 0; a < count; a += 1) {
+      const descr = rng.pick(Object.keys(NPY_DESCRS));
+      const shape = [n, ...rng.pick(tails)];
+      const data = rng.bytes(shape.reduce((x, y) => x * y, NPY_DESCRS[descr]));
+      const version = rng.pick([1, 1, 2, 3]);
+      entries.push({
+        name: `arr_${a}.npy`,
+        method,
+        data: npyFile({ version, dict: npyDict(descr, 'False', shape), data }),
+      });
+    }
+    lists.push({ name: `gen${k}`, entries });
+  }
+  npzSeedCache = { files, lists };
+  return npzSeedCache;
+}
+
+const NPZ_NAMES = ['x.npy', 'input_ids.npy', 'arr_0.npy', 'a/', 'notes.txt', '', 'a.npy.npy', '\u00e9.npy', '../x.npy'];
+
+/** An entry-level .npz mutation: an array's .npy header or bytes, or the entries themselves; re-zipped. */
+function mutateNpzEntries(rng, seed) {
+  const entries = seed.entries.map((e) => ({ ...e }));
+  const ops = [];
+  const i = rng.int(entries.length);
+  const kind = rng.weighted({
+    header: 6,
+    bytes: 2,
+    length: 2,
+    remove: 1,
+    rename: 1,
+    duplicate: 1,
+    reorder: 1,
+    method: 2,
+    crc: 1,
+    add: 1,
+  });
+  if (kind === 'header') {
+    const m = mutateNpyHeader(rng, entries[i].data);
+    entries[i].data = m.bytes;
+    ops.push(`${entries[i].name}: ${m.ops.join(', ')}`);
+  } else if (kind === 'bytes') {
+    const m = mutateBytes(rng, entries[i].data);
+    entries[i].data = m.bytes;
+    ops.push(`${entries[i].name}: ${m.ops.join(', ')}`);
+  } else if (kind === 'length') {
+    // Another first dimension (records cut or added), the data fitted to it.
+    const parsed = parseNpy(entries[i].data);
+    if (parsed !== null && parsed.shape.length > 0) {
+      const shape = [String(Math.max(0, Number(parsed.shape[0]) + rng.pick([-2, -1, 1, 3]))), ...parsed.shape.slice(1)];
+      const record = parsed.shape
+        .slice(1)
+        .map(Number)
+        .reduce((a, b) => a * b, NPY_DESCRS[parsed.descr] ?? 4);
+      const want = Math.max(0, Number(shape[0]) * record);
+      const data =
+        want <= parsed.data.length
+          ? parsed.data.subarray(0, want)
+          : Buffer.concat([parsed.data, rng.bytes(want - parsed.data.length)]);
+      entries[i].data = npyFile({ version: parsed.version, dict: npyDict(parsed.descr, parsed.fortran, shape), data });
+      ops.push(`${entries[i].name}: first dimension ${shape[0]}`);
+    } else ops.push('length (not parsed)');
+  } else if (kind === 'remove') {
+    ops.push(`remove ${entries[i].name}`);
+    entries.splice(i, 1);
+  } else if (kind === 'rename') {
+    const name = rng.pick(NPZ_NAMES);
+    ops.push(`rename ${entries[i].name} -> ${JSON.stringify(name)}`);
+    entries[i].name = name;
+  } else if (kind === 'duplicate') {
+    entries.splice(rng.int(entries.length + 1), 0, { ...entries[i] });
+    ops.push(`duplicate ${entries[i].name}`);
+  } else if (kind === 'reorder') {
+    for (let k = entries.length - 1; k > 0; k -= 1) {
+      const j = rng.int(k + 1);
+      [entries[k], entries[j]] = [entries[j], entries[k]];
+    }
+    ops.push('shuffle entries');
+  } else if (kind === 'method') {
+    entries[i].method = rng.pick([0, 8, 8, 1, 12, 14, 99, 0xffff]);
+    ops.push(`${entries[i].name}: method ${entries[i].method}`);
+  } else if (kind === 'crc') {
+    entries[i].crc = (crc32(entries[i].data) ^ (1 << rng.int(32))) >>> 0;
+    ops.push(`${entries[i].name}: wrong CRC`);
+  } else {
+    entries.splice(rng.int(entries.length + 1), 0, {
+      name: rng.pick(NPZ_NAMES),
+      method: rng.pick([0, 8]),
+      data: rng.bytes(rng.int(64)),
+    });
+    ops.push('add an entry');
+  }
+  const zip64 = rng.chance(0.15);
+  if (zip64) ops.push('zip64');
+  return { ...writeNpzArchive(entries, { zip64 }), ops };
+}
+
+/** A zip-structure mutation: one field of a local header, a directory entry or an end record set to an odd value. */
+function mutateNpzStructure(rng, archive) {
+  const bytes = Buffer.from(archive.bytes);
+  const where = rng.weighted({ central: 5, local: 4, end: 2, end64: archive.end64 >= 0 ? 2 : 0, deflate: 3 });
+  const value32 = () => rng.pick([...INTERESTING32, rng.int(bytes.length + 64), bytes.length]);
+  const value16 = () => rng.pick([...INTERESTING16, rng.int(64)]);
+  const set = (at, size, value) => {
+    if (at < 0 || at + size > bytes.length) return;
+    if (size === 2) bytes.writeUInt16LE(value & 0xffff, at);
+    else if (size === 4) bytes.writeUInt32LE(value >>> 0, at);
+    else bytes.writeBigUInt64LE(BigInt(value), at);
+  };
+  let op;
+  if (where === 'central' && archive.centrals.length > 0) {
+    const at = rng.pick(archive.centrals);
+    const [field, off, size] = rng.pick([
+      ['signature', 0, 4],
+      ['flags', 8, 2],
+      ['method', 10, 2],
+      ['crc', 16, 4],
+      ['compressed size', 20, 4],
+      ['size', 24, 4],
+      ['name length', 28, 2],
+      ['extra length', 30, 2],
+      ['comment length', 32, 2],
+      ['disk', 34, 2],
+      ['local offset', 42, 4],
+    ]);
+    const value = size === 2 ? value16() : value32();
+    set(at + off, size, value);
+    op = `central ${field} ${value}`;
+  } else if (where === 'local' && archive.locals.length > 0) {
+    const at = rng.pick(archive.locals);
+    const [field, off, size] = rng.pick([
+      ['signature', 0, 4],
+      ['flags', 6, 2],
+      ['method', 8, 2],
+      ['name length', 26, 2],
+      ['extra length', 28, 2],
+      ['compressed size', 18, 4],
+      ['name byte', 30, 1],
+    ]);
+    if (size === 1) {
+      if (at + off < bytes.length) bytes[at + off] ^= 0x20;
+    } else set(at + off, size, size === 2 ? value16() : value32());
+    op = `local ${field}`;
+  } else if (where === 'end') {
+    const [field, off, size] = rng.pick([
+      ['disk', 4, 2],
+      ['entries on disk', 8, 2],
+      ['entries', 10, 2],
+      ['directory size', 12, 4],
+      ['directory offset', 16, 4],
+      ['comment length', 20, 2],
+    ]);
+    const value = size === 2 ? value16() : value32();
+    set(archive.end + off, size, value);
+    op = `end ${field} ${value}`;
+  } else if (where === 'end64') {
+    const [field, off] = rng.pick([
+      ['entries', 32],
+      ['directory size', 40],
+      ['directory offset', 48],
+      ['locator offset', 56 + 8],
+    ]);
+    const value = rng.pick([0, 1, 2, 0xffffffff, 2 ** 40, Number.MAX_SAFE_INTEGER, rng.int(bytes.length + 64)]);
+    set(archive.end64 + off, 8, value);
+    op = `end64 ${field} ${value}`;
+  } else {
+    // Inside a member's data (a deflate stream when it is deflated): flip bytes, sizes and CRC left as they are.
+    const at = archive.locals.length > 0 ? rng.pick(archive.locals) : 0;
+    const start = at + 30 + (at + 30 <= bytes.length ? bytes.readUInt16LE(at + 26) + bytes.readUInt16LE(at + 28) : 0);
+    const count = rng.range(1, 6);
+    for (let k = 0; k < count; k += 1) {
+      const p = start + rng.int(96);
+      if (p < bytes.length) bytes[p] ^= 1 << rng.int(8);
+    }
+    op = `member data ${count} bit flips`;
+  }
+  return { bytes, ops: [op ?? `${where} (none)`] };
+}
+
+// ---------------------------------------------------------------------------
 // IDX
 
 const IDX_TYPES = { 0x08: 1, 0x09: 1, 0x0b: 2, 0x0c: 4, 0x0d: 4, 0x0e: 8 };
@@ -1073,6 +1368,54 @@ const TARGETS = {
     };
   },
 
+  npz(rng) {
+    const seeds = npzSeeds();
+    const how = rng.weighted({ random: 1, bytes: 3, entries: 6, structure: 5 });
+    let m;
+    let from;
+    if (how === 'random') {
+      m = { bytes: randomFile(rng, Buffer.from('PK\x03\x04')), ops: ['random file'] };
+      from = '(random)';
+    } else if (how === 'bytes') {
+      const seed = rng.pick(seeds.files);
+      m = mutateBytes(rng, seed.bytes);
+      from = seed.name;
+    } else {
+      const seed = rng.pick(seeds.lists);
+      from = seed.name;
+      const archive =
+        how === 'entries' || rng.chance(0.4)
+          ? mutateNpzEntries(rng, seed)
+          : { ...writeNpzArchive(seed.entries, { zip64: rng.chance(0.3) }), ops: [] };
+      if (how === 'structure') {
+        const s = mutateNpzStructure(rng, archive);
+        m = { bytes: s.bytes, ops: [...archive.ops, ...s.ops] };
+      } else m = archive;
+    }
+    const extra = {};
+    if (rng.chance(0.3)) {
+      // Mostly names the seed has (with or without .npy), sometimes one it lacks.
+      const own = (seeds.lists.find((l) => l.name === from)?.entries ?? []).map((e) => e.name);
+      const names =
+        rng.chance(0.8) && own.length > 0
+          ? [...own, ...own.map((n) => n.replace(/\.npy$/, ''))]
+          : ['input_ids', 'arr_0', 'x', 'missing'];
+      const count = rng.range(1, 3);
+      extra.inputs = Array.from({ length: count }, () => rng.pick(names));
+      if (new Set(extra.inputs.map((n) => n.replace(/\.npy$/, ''))).size !== count) extra.inputs = [extra.inputs[0]];
+    }
+    return {
+      seed: from,
+      ops: m.ops,
+      files: [{ name: 'case.npz', bytes: m.bytes }],
+      options: {
+        reader: rng.chance(0.7) ? 'readNpz' : 'openDataset',
+        data: readerOptions(rng, extra),
+        plan: passPlan(rng),
+      },
+    };
+  },
+
   idx(rng) {
     const seeds = idxSeeds();
     const seed = rng.pick(seeds);
@@ -1181,7 +1524,7 @@ for (const name of SELFTESTS) {
   });
 }
 
-const PUBLIC_TARGETS = ['npy', 'idx', 'cifar', 'model'];
+const PUBLIC_TARGETS = ['npy', 'npz', 'idx', 'cifar', 'model'];
 
 /**
  * The case `index` of `target` under `seed`: `{ target, seed, index, files:
@@ -1215,5 +1558,6 @@ module.exports = {
   mutateBytes,
   readZip,
   walkPickle,
+  writeNpzArchive,
   writeZip,
 };

@@ -1,6 +1,6 @@
 'use strict';
 // The fuzzing harness (test/fuzz/fuzz.js) in a short run with a fixed seed: a
-// few thousand damaged .npy, IDX, CIFAR-10 and TorchScript files, each of
+// few thousand damaged .npy, .npz, IDX, CIFAR-10 and TorchScript files, each of
 // which must end in a result or an error carrying one of the package's codes,
 // with no crash, hang, runaway memory or file left open. Then the harness
 // itself: a child that aborts, hangs, or throws an error without a code or with
@@ -63,7 +63,7 @@ describe('fuzz: damaged files never crash the process', () => {
     this.timeout(300000);
     // Kept for reading after a failure: the message names the saved inputs.
     const out = path.join(os.tmpdir(), 'torch-cka-fuzz-test');
-    const cases = { npy: 800, idx: 800, cifar: 400, model: 400 };
+    const cases = { npy: 800, npz: 800, idx: 800, cifar: 400, model: 400 };
     const args = [
       '--cases',
       Object.entries(cases)
@@ -80,12 +80,12 @@ describe('fuzz: damaged files never crash the process', () => {
       );
     }
     assert.equal(status, 0, stdout + stderr);
-    assert.equal(summary.cases, 2400);
+    assert.equal(summary.cases, 3200);
     for (const [target, n] of Object.entries(cases)) assert.equal(summary.targets[target].cases, n, target);
     // The run reaches past the first check: some cases open and read whole
     // passes (and resume them), some models load and are compared.
     const reached = (target, step) => summary.targets[target].reached[step] ?? 0;
-    for (const target of ['npy', 'idx', 'cifar']) {
+    for (const target of ['npy', 'npz', 'idx', 'cifar']) {
       assert.ok(reached(target, 'full pass') >= 50, `${target}: ${reached(target, 'full pass')} full passes`);
       assert.ok(reached(target, 'resumed') >= 10, `${target}: ${reached(target, 'resumed')} resumed passes`);
       assert.ok(reached(target, 'shrunk') >= 3, `${target}: ${reached(target, 'shrunk')} files cut mid-pass`);
@@ -159,7 +159,7 @@ describe('fuzz: the harness', () => {
   });
 
   it('cases follow from (target, seed, index) alone', () => {
-    for (const target of ['npy', 'idx', 'cifar', 'model']) {
+    for (const target of ['npy', 'npz', 'idx', 'cifar', 'model']) {
       const a = generateCase(target, 11, 5);
       const b = generateCase(target, 11, 5);
       assert.deepEqual(a.files, b.files);

@@ -3,21 +3,21 @@ import { describe as describeValue, invalidArgType, invalidArgValue } from '../u
 import type { DType, Tensor } from '../model/tensor';
 import { type ResolvedDataOptions, shuffledIndices } from './options';
 
-export type DataFormat = 'npy' | 'cifar10' | 'idx' | 'images';
+export type DataFormat = 'npy' | 'npz' | 'cifar10' | 'idx' | 'images';
 
 /** @internal Reads the batches of one pass; closed when the pass ends, however it ends. */
-export interface BatchReader {
+export interface BatchReader<B = Tensor> {
   /**
    * The samples at positions start..start+count-1 of the pass (in `order`, or in
    * file order when it is null). Calls come in increasing `start`, possibly
    * with gaps (a resumed pass skips its first batches).
    */
-  read(start: number, count: number): Promise<Tensor>;
+  read(start: number, count: number): Promise<B>;
   close(): Promise<void>;
 }
 
 /** @internal What a reader found when it opened a file or folder. */
-export interface BatchSource {
+export interface BatchSource<B = Tensor> {
   readonly path: string;
   readonly format: DataFormat;
   /** Samples in the file(s). */
@@ -25,7 +25,7 @@ export interface BatchSource {
   readonly sampleShape: readonly number[];
   readonly dtype: DType;
   /** Starts a pass over the records in `order` (null: file order, read sequentially). */
-  open(order: Uint32Array | null): Promise<BatchReader>;
+  open(order: Uint32Array | null): Promise<BatchReader<B>>;
 }
 
 /**
@@ -33,9 +33,11 @@ export interface BatchSource {
  * `[batch, ...sampleShape]` tensors. Each `for await` is a fresh pass in the
  * same order; only one batch is in memory at a time, and files are closed when
  * a pass ends, fails or is left early. Made by `readNpy`, `readCifar10`,
- * `readIdx`, `readImageFolder` or `openDataset`.
+ * `readIdx`, `readImageFolder` or `openDataset`. `B` is the batch: a
+ * `Tensor`, or for a model with several inputs (`readNpz`, an `NpzDataset`)
+ * an array of them, one per input.
  */
-export class Dataset implements AsyncIterable<Tensor> {
+export class Dataset<B extends Tensor | readonly Tensor[] = Tensor> implements AsyncIterable<B> {
   /** The file or folder as given. */
   readonly path: string;
   readonly format: DataFormat;
@@ -47,14 +49,14 @@ export class Dataset implements AsyncIterable<Tensor> {
   readonly shuffle: boolean;
   readonly seed: number;
   readonly dropLast: boolean;
-  /** Shape of one sample; batches are `[n, ...sampleShape]`. */
+  /** Shape of one sample; batches are `[n, ...sampleShape]` (for several inputs: the first input's). */
   readonly sampleShape: readonly number[];
   readonly dtype: DType;
-  private readonly source: BatchSource;
+  private readonly source: BatchSource<B>;
   private order: Uint32Array | null | undefined;
 
   /** @internal */
-  constructor(source: BatchSource, options: ResolvedDataOptions) {
+  constructor(source: BatchSource<B>, options: ResolvedDataOptions) {
     this.source = source;
     this.path = source.path;
     this.format = source.format;
@@ -83,7 +85,7 @@ export class Dataset implements AsyncIterable<Tensor> {
     return `Dataset(${this.describe()})`;
   }
 
-  [Symbol.asyncIterator](): AsyncGenerator<Tensor, void, undefined> {
+  [Symbol.asyncIterator](): AsyncGenerator<B, void, undefined> {
     return this.pass(0, 1);
   }
 
@@ -97,7 +99,7 @@ export class Dataset implements AsyncIterable<Tensor> {
    * distributed run; the others are not read). Each `for await` over the
    * result is a fresh pass.
    */
-  batches(start: number, step = 1): AsyncIterable<Tensor> {
+  batches(start: number, step = 1): AsyncIterable<B> {
     if (typeof start !== 'number' || !Number.isInteger(start)) {
       throw invalidArgType(`Expected a non-negative integer for start but received ${describeValue(start)}`);
     }
@@ -111,7 +113,7 @@ export class Dataset implements AsyncIterable<Tensor> {
   }
 
   /** One pass over batches `first`, `first + step`, ...; the reader is closed however the pass ends. */
-  private async *pass(first: number, step: number): AsyncGenerator<Tensor, void, undefined> {
+  private async *pass(first: number, step: number): AsyncGenerator<B, void, undefined> {
     const batches = this.batchCount;
     if (first >= batches) return;
     const reader = await this.source.open(this.passOrder());

@@ -5,6 +5,8 @@ export { Cifar10Dataset, readCifar10 } from './cifar10';
 export { readIdx } from './idx';
 export { readImageFolder } from './images';
 export { readNpy } from './npy';
+export { NpzDataset, readNpz } from './npz';
+export type { NpzInput } from './npz';
 export { openDataset } from './open';
 export { NORMALIZE_PRESETS } from './options';
 export type {
@@ -15,6 +17,7 @@ export type {
   MeanStd,
   NormalizeOption,
   NpyOptions,
+  NpzOptions,
   OpenDatasetOptions,
   SizeOption,
 } from './options';

@@ -18,7 +18,8 @@ const DESCRS: Record<string, { dtype: DType; bytes: number }> = {
 
 const SUPPORTED = "'<f4' (float32), '<f8' (float64), '|u1' (uint8) or '<i8' (int64)";
 
-interface NpyHeader {
+/** @internal The checked header of a .npy array. */
+export interface NpyHeader {
   dtype: DType;
   itemBytes: number;
   shape: number[];
@@ -46,6 +47,11 @@ function parseHeader(file: string, text: string, dataOffset: number): NpyHeader 
     );
   }
   const known = DESCRS[descr];
+  if (known === undefined && /^[|<>=]?O\d*$/.test(descr)) {
+    throw badFormat(
+      `Expected the dtype ${SUPPORTED} in ${file} but found '${descr}', a pickled object array; torch-cka never unpickles (NumPy's allow_pickle): save a numeric array`,
+    );
+  }
   if (known === undefined) {
     const bigEndian = descr.startsWith('>') ? ' (big-endian data is not supported; save it little-endian)' : '';
     throw badFormat(`Expected the dtype ${SUPPORTED} in ${file} but found '${descr}'${bigEndian}`);
@@ -73,50 +79,64 @@ function parseHeader(file: string, text: string, dataOffset: number): NpyHeader 
   return { dtype: known.dtype, itemBytes: known.bytes, shape, dataOffset };
 }
 
+/** @internal Reads `length` bytes at `position` (of the .npy data) into `target` at `offset`; returns the count read. */
+export type ReadBytes = (target: Uint8Array, offset: number, length: number, position: number) => Promise<number>;
+
+/**
+ * @internal Reads and checks the magic and header of .npy data of `size`
+ * bytes (a file, or an array in a .npz archive), named `file` in messages.
+ */
+export async function readNpyHeader(file: string, size: number, read: ReadBytes): Promise<NpyHeader> {
+  const head = new Uint8Array(12);
+  const got = await read(head, 0, Math.min(12, size), 0);
+  const magicOk = MAGIC.every((b, i) => i >= got || head[i] === b);
+  if (!magicOk || got === 0) {
+    throw badFormat(
+      `Expected ${file} to start with the .npy magic string 93 4e 55 4d 50 59 ("\\x93NUMPY") but found ${hex(head.subarray(0, Math.min(got, 6)))}`,
+    );
+  }
+  if (got < 8) throw truncated(`${file} ends inside its .npy header (${got} bytes)`);
+  const major = head[6] as number;
+  const minor = head[7] as number;
+  if (major < 1 || major > 3) {
+    throw badFormat(`Expected .npy format version 1.0, 2.0 or 3.0 in ${file} but found ${major}.${minor}`);
+  }
+  const lengthBytes = major === 1 ? 2 : 4;
+  if (got < 8 + lengthBytes) throw truncated(`${file} ends inside its .npy header (${got} bytes)`);
+  const view = new DataView(head.buffer);
+  const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  const start = 8 + lengthBytes;
+  // The length comes from the file: check it against the file's size before allocating it.
+  if (start + headerLength > size) {
+    throw truncated(
+      `${file} ends inside its .npy header: it promises ${headerLength} header bytes but has ${Math.max(0, size - start)}`,
+    );
+  }
+  const header = new Uint8Array(headerLength);
+  const headerGot = await read(header, 0, headerLength, start);
+  if (headerGot < headerLength) {
+    throw truncated(
+      `${file} ends inside its .npy header: it promises ${headerLength} header bytes but has ${headerGot}`,
+    );
+  }
+  const text = new TextDecoder(major === 3 ? 'utf-8' : 'latin1').decode(header);
+  return parseHeader(file, text, start + headerLength);
+}
+
 /** Reads and checks the magic and header of a .npy file of `size` bytes. */
 async function readHeader(file: string, size: number): Promise<NpyHeader> {
   const handle = await openFile(file);
   try {
-    const head = new Uint8Array(12);
-    const got = await readAt(handle, head, 0, 12, 0);
-    const magicOk = MAGIC.every((b, i) => i >= got || head[i] === b);
-    if (!magicOk || got === 0) {
-      throw badFormat(
-        `Expected ${file} to start with the .npy magic string 93 4e 55 4d 50 59 ("\\x93NUMPY") but found ${hex(head.subarray(0, Math.min(got, 6)))}`,
-      );
-    }
-    if (got < 8) throw truncated(`${file} ends inside its .npy header (${got} bytes)`);
-    const major = head[6] as number;
-    const minor = head[7] as number;
-    if (major < 1 || major > 3) {
-      throw badFormat(`Expected .npy format version 1.0, 2.0 or 3.0 in ${file} but found ${major}.${minor}`);
-    }
-    const lengthBytes = major === 1 ? 2 : 4;
-    if (got < 8 + lengthBytes) throw truncated(`${file} ends inside its .npy header (${got} bytes)`);
-    const view = new DataView(head.buffer);
-    const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
-    const start = 8 + lengthBytes;
-    // The length comes from the file: check it against the file's size before allocating it.
-    if (start + headerLength > size) {
-      throw truncated(
-        `${file} ends inside its .npy header: it promises ${headerLength} header bytes but has ${Math.max(0, size - start)}`,
-      );
-    }
-    const header = new Uint8Array(headerLength);
-    const headerGot = await readAt(handle, header, 0, headerLength, start);
-    if (headerGot < headerLength) {
-      throw truncated(
-        `${file} ends inside its .npy header: it promises ${headerLength} header bytes but has ${headerGot}`,
-      );
-    }
-    const text = new TextDecoder(major === 3 ? 'utf-8' : 'latin1').decode(header);
-    return parseHeader(file, text, start + headerLength);
+    return await readNpyHeader(file, size, (target, offset, length, position) =>
+      readAt(handle, target, offset, length, position),
+    );
   } finally {
     await handle.close();
   }
 }
 
-function npyDecoder(dtype: DType): (raw: Uint8Array, count: number) => TensorData {
+/** @internal Turns raw little-endian records into the typed array of `dtype`. */
+export function npyDecoder(dtype: DType): (raw: Uint8Array, count: number) => TensorData {
   switch (dtype) {
     case 'float32':
       return (raw) => new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);

@@ -7,6 +7,7 @@ import { badFormat, hex, readHead, statPath } from './files';
 import { gunzipHead, isGzip, isIdxMagic, readIdx } from './idx';
 import { readImageFolder } from './images';
 import { readNpy } from './npy';
+import { type NpzDataset, optionalInputs, readNpz } from './npz';
 import {
   optionalChannels,
   optionalNormalize,
@@ -17,17 +18,21 @@ import {
 
 const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];
 
+const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
+
 const SUPPORTED =
-  'a .npy file, a CIFAR-10 binary batch (.bin) or a folder of them, an IDX image file (MNIST, plain or gzipped) or a folder of JPEG/PNG/WebP images';
+  'a .npy file, an .npz archive, a CIFAR-10 binary batch (.bin) or a folder of them, an IDX image file (MNIST, plain or gzipped) or a folder of JPEG/PNG/WebP images';
 
 /**
- * Opens whatever data set is at `target`: a `.npy` file; a `.bin` file, or a
+ * Opens whatever data set is at `target`: a `.npy` file; an `.npz` archive
+ * (or any file that starts like a zip), whose batches are arrays of tensors
+ * (see {@link readNpz}); a `.bin` file, or a
  * folder holding `data_batch_N.bin` / `test_batch.bin` (CIFAR-10); a file that
  * starts with an IDX magic number, plain or gzipped (MNIST); any other folder
  * (images). All options are checked; those that do not apply to the format
  * found are ignored (e.g. `resize` for a .npy file).
  */
-export async function openDataset(target: string, options?: OpenDatasetOptions): Promise<Dataset> {
+export async function openDataset(target: string, options?: OpenDatasetOptions): Promise<Dataset | NpzDataset> {
   requireString(target, 'path');
   const { opts } = resolveDataOptions(options);
   optionalOneOf(opts.split, ['train', 'test', 'all'] as const, 'options.split');
@@ -35,6 +40,7 @@ export async function openDataset(target: string, options?: OpenDatasetOptions):
   optionalSize(opts.resize, 'options.resize');
   optionalSize(opts.centerCrop, 'options.centerCrop');
   optionalChannels(opts.channels, 'options.channels');
+  optionalInputs(opts.inputs, 'options.inputs');
 
   const stats = await statPath(target, 'a data file or folder');
   if (stats.isDirectory()) {
@@ -42,9 +48,11 @@ export async function openDataset(target: string, options?: OpenDatasetOptions):
   }
   const extension = path.extname(target).toLowerCase();
   if (extension === '.npy') return readNpy(target, options);
+  if (extension === '.npz') return readNpz(target, options);
   if (extension === '.bin') return readCifar10(target, options);
   const head = await readHead(target, 8);
   if (head.length >= 6 && NPY_MAGIC.every((b, i) => head[i] === b)) return readNpy(target, options);
+  if (head.length >= 4 && ZIP_MAGIC.every((b, i) => head[i] === b)) return readNpz(target, options);
   if (isIdxMagic(head)) return readIdx(target, options);
   if (isGzip(head)) {
     const inner = await gunzipHead(target, 8).catch(() => new Uint8Array(0));

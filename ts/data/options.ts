@@ -36,6 +36,16 @@ export const NORMALIZE_PRESETS: Readonly<Record<'imagenet' | 'cifar10' | 'mnist'
 
 export type NpyOptions = DataOptions;
 
+/** Options of {@link readNpz}. */
+export interface NpzOptions extends DataOptions {
+  /**
+   * The arrays to read, in the order of each batch's tensors (the model's
+   * inputs), by name with or without `.npy` (`['input_ids', 'attention_mask']`);
+   * default: every array, in the archive's order. Other formats ignore it.
+   */
+  inputs?: readonly string[];
+}
+
 export interface Cifar10Options extends DataOptions {
   /** For a folder: `'train'` (data_batch_N.bin), `'test'` (test_batch.bin) or `'all'` (default, train then test). */
   split?: 'train' | 'test' | 'all';
@@ -60,7 +70,7 @@ export interface ImageFolderOptions extends DataOptions {
 }
 
 /** What {@link openDataset} takes: every reader's options. Those that do not apply to the format found are ignored. */
-export interface OpenDatasetOptions extends Cifar10Options, ImageFolderOptions {}
+export interface OpenDatasetOptions extends Cifar10Options, ImageFolderOptions, NpzOptions {}
 
 /** @internal */
 export interface ResolvedDataOptions {

@@ -42,6 +42,11 @@ const DATA_OPTIONS: CommandSpec['options'] = {
   },
   channels: { type: 'string', value: '1|3', description: 'images: 3 (default, RGB) or 1 (grey)' },
   split: { type: 'string', value: 'NAME', description: 'CIFAR-10 folder: train, test or all (default)' },
+  inputs: {
+    type: 'string',
+    value: 'a,b',
+    description: ".npz: the arrays fed to the model, in its inputs' order (default: all, archive order)",
+  },
 };
 
 export const COMPARE: CommandSpec = {
@@ -83,7 +88,8 @@ export const COMPARE: CommandSpec = {
     verbose: { type: 'boolean', description: 'list each layer left out of the default layers, with why' },
   },
   notes:
-    'Data: a .npy array (N x ...), CIFAR-10 binary batches (a .bin file or their folder),\n' +
+    'Data: a .npy array (N x ...), an .npz archive (one array per model input; --inputs),\n' +
+    'CIFAR-10 binary batches (a .bin file or their folder),\n' +
     'an MNIST-style IDX image file (gzipped or not), or a folder of JPEG/PNG/WebP images.\n' +
     'Layer patterns: * matches within one dotted segment, ** across them, ? one character.\n' +
     'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
@@ -111,6 +117,13 @@ function dataOptions(values: Values): OpenDatasetOptions {
   if (normalize !== undefined) options.normalize = normalize;
   if (channels !== undefined) options.channels = Number(channels) as 1 | 3;
   if (split !== undefined) options.split = split;
+  const inputs = listValue(values, 'inputs');
+  if (inputs !== undefined) {
+    const names = inputs.map((name) => name.replace(/\.npy$/, ''));
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
+    if (twice !== undefined) throw usageError(`--inputs names ${twice} twice`);
+    options.inputs = inputs;
+  }
   return options;
 }
 
@@ -253,6 +266,9 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
   // Data first: a wrong path fails before the models load.
   const data1 = await openDataset(config.data1, config.data);
   const data2 = config.data2 === undefined ? undefined : await openDataset(config.data2, config.data);
+  if (config.data.inputs !== undefined && data1.format !== 'npz' && data2?.format !== 'npz') {
+    throw usageError(`--inputs chooses arrays of an .npz archive, but ${config.data1} is ${data1.format} data`);
+  }
   // Each rank on a host takes its own GPU.
   let device = config.device ?? 'cpu';
   if (dist && device === 'cuda') device = `cuda:${dist.localRank}`;
