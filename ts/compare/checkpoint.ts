@@ -163,7 +163,7 @@ function describeValue(value: unknown): string {
     const model = value as ModelIdentity;
     return `${model.file} (${model.bytes} bytes, sha256 ${model.sha256.slice(0, 12)}…)`;
   }
-  const text = stable(value);
+  const text = (stable(value) as string | undefined) ?? 'none'; // an absent setting (views1: all flatten)
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
