@@ -159,8 +159,9 @@ export class CKA {
     views1?: Record<string, View>;
     views2?: Record<string, View>;
   };
-  /** Each layer's view, indexed like model.native.layers(). */
+  /** Each layer's view, indexed like model.native.layers(), and those layers' names. */
   private readonly layerViews: [View[], View[]];
+  private readonly layerNames: [string[], string[]];
 
   /**
    * Chooses the layers of both models (expanding patterns) and prepares the
@@ -187,6 +188,7 @@ export class CKA {
       resolveViews(optionalViews(opts.model1Views, 'options.model1Views'), names1),
       resolveViews(optionalViews(opts.model2Views, 'options.model2Views'), names2),
     ];
+    this.layerNames = [names1, names2];
     const views1 = viewSettings(names1, this.layerViews[0]);
     const views2 = viewSettings(names2, this.layerViews[1]);
     this.settings = {
@@ -517,16 +519,8 @@ export class CKA {
       model2Name: this.model2Name,
       model1Layers: result.rows1,
       model2Layers: result.rows2,
-      model1Views: rowViews(
-        result.rows1,
-        this.model1.native.layers().map((layer) => layer.name),
-        this.layerViews[0],
-      ),
-      model2Views: rowViews(
-        result.rows2,
-        this.model2.native.layers().map((layer) => layer.name),
-        this.layerViews[1],
-      ),
+      model1Views: rowViews(result.rows1, this.layerNames[0], this.layerViews[0]),
+      model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
       dataset1Name: this.dataset1Name,
       dataset2Name: this.dataset2Name,
       cka: result.cka,
