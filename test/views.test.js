@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { CKA, loadModel, validateResult } = require('..');
-const { fixture, writeNpy } = require('./helpers');
+const { fixture, randomBatches, referenceCka, writeNpy } = require('./helpers');
 
 const VIEWS = JSON.parse(fs.readFileSync(fixture('views.json'), 'utf8'));
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
@@ -36,6 +36,32 @@ function run(args) {
   });
 }
 
+/** A view applied plainly in float64 to an extracted (N, ...) tensor, as an (N, d) tensor. */
+function viewed(tensor, view) {
+  const [n, ...rest] = tensor.shape;
+  const x = Float64Array.from(tensor.data, Number);
+  const d = rest.reduce((a, b) => a * b, 1);
+  if (view === 'flatten' || (view === 'spatial-mean' && rest.length === 1)) return { data: x, shape: [n, d] };
+  // (n, groups, inner): spatial-mean averages over inner (the positions), the token views pick or average over groups.
+  const [groups, inner] = view === 'spatial-mean' ? [rest[0], d / rest[0]] : [rest[0], rest[1]];
+  const width = view === 'spatial-mean' ? groups : inner;
+  const out = new Float64Array(n * width);
+  for (let i = 0; i < n; i += 1) {
+    for (let g = 0; g < groups; g += 1) {
+      for (let f = 0; f < inner; f += 1) {
+        const value = x[i * d + g * inner + f];
+        if (view === 'spatial-mean') out[i * width + g] += value / inner;
+        else if (view === 'token-mean') out[i * width + f] += value / groups;
+        else {
+          const k = Number(view.slice(6));
+          if (g === (k < 0 ? groups + k : k)) out[i * width + f] = value;
+        }
+      }
+    }
+  }
+  return { data: out, shape: [n, width] };
+}
+
 const optionsOf = (c, extra = {}) => ({
   ...quiet,
   model1Layers: c.layers,
@@ -60,6 +86,54 @@ describe('feature views', () => {
         assert.ok(maxDifference(r.cka, c.cka) < TOLERANCE, `max difference ${maxDifference(r.cka, c.cka)}`);
       });
     }
+
+    it('a ViT (fused TransformerEncoderLayers, transformer_scripted.pt) against a CNN: the plain TS reference from extracted features', async () => {
+      const [vit, cnn] = await Promise.all([load('transformer_scripted.pt'), load('convnet_traced.pt')]);
+      const rows1 = ['patch', 'encoder.layers.0', 'encoder.layers.1', 'norm', 'head'];
+      const rows2 = ['stem', 'block1', 'block2.conv', 'relu', 'fc'];
+      const model1Views = {
+        patch: 'spatial-mean',
+        'encoder.layers.0': 'token:0',
+        'encoder.**': 'token:-1',
+        norm: 'token-mean',
+      };
+      const model2Views = {
+        'block*': 'spatial-mean',
+        '**.conv': 'spatial-mean',
+        stem: 'spatial-mean',
+        relu: 'spatial-mean',
+      };
+      const views1 = ['spatial-mean', 'token:0', 'token:-1', 'token-mean', 'flatten'];
+      const data = randomBatches(15, [8, 6, 10], [3, 8, 8]);
+      const cka = new CKA(vit, cnn, { ...quiet, model1Layers: rows1, model2Layers: rows2, model1Views, model2Views });
+      await cka.compare(data);
+      const r = cka.export();
+      assert.deepEqual(r.model1Views, views1);
+      // relu runs three times: relu, relu#2 and relu#3 all take its view.
+      const columns = r.model2Layers;
+      assert.deepEqual(columns, ['stem', 'block1', 'block2.conv', 'relu', 'relu#2', 'relu#3', 'fc']);
+      const views2 = columns.map((name) => (name === 'fc' ? 'flatten' : 'spatial-mean'));
+      assert.deepEqual(r.model2Views, views2);
+      const features = async (model, layers, rows, views) => {
+        const out = [];
+        for (const batch of data) {
+          const raw = await model.extract(batch, layers);
+          out.push(Object.fromEntries(rows.map((name, i) => [name, viewed(raw[name], views[i])])));
+        }
+        return out;
+      };
+      const expected = referenceCka(
+        await features(vit, rows1, rows1, views1),
+        await features(cnn, rows2, columns, views2),
+        rows1,
+        columns,
+      );
+      assert.ok(maxDifference(r.cka, expected) < TOLERANCE, `max difference ${maxDifference(r.cka, expected)}`);
+      // The views change the values: flatten gives another matrix.
+      const flat = new CKA(vit, cnn, { ...quiet, model1Layers: rows1, model2Layers: rows2 });
+      await flat.compare(data);
+      assert.ok(maxDifference(flat.export().cka, expected) > 0.01);
+    });
 
     it('one model object on both sides with other views per side (no shared Grams)', async () => {
       const c = VIEWS.cases.image;
