@@ -373,8 +373,10 @@ describe('CKA data handling', () => {
       'dataset2Name',
       'model1Layers',
       'model1Name',
+      'model1Views',
       'model2Layers',
       'model2Name',
+      'model2Views',
       'samples',
     ]);
   });

@@ -290,6 +290,8 @@ describe('torch-cka CLI', function () {
         'model2Name',
         'model1Layers',
         'model2Layers',
+        'model1Views',
+        'model2Views',
         'dataset1Name',
         'dataset2Name',
         'cka',

@@ -29,6 +29,7 @@ export type {
   DataSource,
   LeftOutLayer,
 } from './compare/types';
+export type { View, ViewMap } from './compare/views';
 export { distributedEnv } from './compare/distributed';
 export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './compare/distributed';
 export { ErrorCodes } from './util/errors';

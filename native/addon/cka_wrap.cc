@@ -105,6 +105,12 @@ NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCK
     config.layers2 = strings_from_js(options.Get("layers2"), "model2Layers");
     config.label1 = optional_string(options, "label1");
     config.label2 = optional_string(options, "label2");
+    // One view name per layer of the model (TS resolves the patterns); absent: all flatten.
+    for (const auto& [key, views] : {std::pair{"views1", &config.views1}, std::pair{"views2", &config.views2}}) {
+      const Napi::Value value = options.Get(key);
+      if (value.IsUndefined()) continue;
+      for (const std::string& name : strings_from_js(value, key)) views->push_back(parse_view(name, key));
+    }
     const std::string precision = optional_string(options, "precision");
     if (precision == "float32") {
       config.pair_dtype = at::kFloat;

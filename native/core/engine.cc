@@ -40,15 +40,30 @@ CKAEngine::CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
   sides_[1].label = "'" + (config_.label2.empty() ? model_base_name(sides_[1].model->path()) : config_.label2) + "'";
   sides_[0].selection = resolve_layers(sides_[0].model->layers(), config_.layers1, sides_[0].label);
   sides_[1].selection = resolve_layers(sides_[1].model->layers(), config_.layers2, sides_[1].label);
+  sides_[0].views = config_.views1;
+  sides_[1].views = config_.views2;
+  for (const Side& side : sides_) {
+    if (!side.views.empty() && side.views.size() != side.model->layers().size()) {
+      throw CKAError(codes::kInvalidArg,
+                     "Model " + side.label + " has " + std::to_string(side.model->layers().size()) + " layers but " +
+                         std::to_string(side.views.size()) + " views were given (one per layer)",
+                     ErrorKind::RangeError);
+    }
+  }
 }
 
 std::unique_ptr<GramCollector> CKAEngine::collector_for(const Side& side, int64_t n) const {
   const Model& model = *side.model;
+  std::unique_ptr<GramCollector> collector;
   if (!side.rows.empty()) {
-    return std::make_unique<GramCollector>(model.layers(), side.selection, side.rows, n, config_.gram_dtype,
-                                           model.device());
+    collector = std::make_unique<GramCollector>(model.layers(), side.selection, side.rows, n, config_.gram_dtype,
+                                                model.device());
+    if (side.shapes.size() == side.rows.size()) collector->set_expected_shapes(&side.shapes);
+  } else {
+    collector = std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device());
   }
-  return std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device());
+  collector->set_views(&side.views, side.index);
+  return collector;
 }
 
 GramBatch CKAEngine::finish_side(const Side& side, GramCollector& collector, const std::string& batch,
@@ -149,7 +164,8 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     // The same model on the same data: one forward pass feeds both sides,
     // and one set of Grams does when both pick the same layers.
     std::unique_ptr<GramCollector> c1 = collector_for(sides_[0], n);
-    if (same_selection(sides_[0].selection, sides_[1].selection) && sides_[0].rows.size() == sides_[1].rows.size()) {
+    if (same_selection(sides_[0].selection, sides_[1].selection) && sides_[0].rows.size() == sides_[1].rows.size() &&
+        sides_[0].views == sides_[1].views) {
       sides_[0].model->forward(inputs1, *c1, batch, &cancelled_);
       k = finish_side(sides_[0], *c1, batch, &planned1, &outcome.left_out);
       l = k;
@@ -228,6 +244,7 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
                                               sides_[0].model->device(), config_.pair_dtype);
     sums = fresh.get();
   }
+  std::vector<std::vector<int64_t>> shapes1 = std::move(k.shapes), shapes2 = std::move(l.shapes);
   const BatchHsic terms = sums->compute(std::move(k), std::move(l), n);
 
   const bool finite =
@@ -263,6 +280,8 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   if (fresh) sums_ = std::move(fresh);
   if (sides_[0].rows.empty()) sides_[0].rows = std::move(planned1);
   if (sides_[1].rows.empty()) sides_[1].rows = std::move(planned2);
+  if (sides_[0].shapes.size() != sides_[0].rows.size()) sides_[0].shapes = std::move(shapes1);
+  if (sides_[1].shapes.size() != sides_[1].rows.size()) sides_[1].shapes = std::move(shapes2);
   sums_->add(terms);
   ++batches_;
   samples_ += n;
@@ -328,6 +347,8 @@ void CKAEngine::restore(const EngineState& state) {
   sums->set(tensor(state.xy), tensor(state.xx), tensor(state.yy));
   sides_[0].rows = state.rows1;
   sides_[1].rows = state.rows2;
+  sides_[0].shapes.clear();  // learnt again from the next batch
+  sides_[1].shapes.clear();
   sums_ = std::move(sums);
   steps_ = state.steps;
   batches_ = state.batches;
@@ -339,6 +360,8 @@ void CKAEngine::reset() {
   sums_.reset();
   sides_[0].rows.clear();
   sides_[1].rows.clear();
+  sides_[0].shapes.clear();
+  sides_[1].shapes.clear();
   steps_ = batches_ = samples_ = skipped_ = 0;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "gram.h"
 #include "hsic.h"
 #include "model.h"
 
@@ -15,6 +16,8 @@ namespace tcka {
 struct CKAConfig {
   std::vector<std::string> layers1, layers2;  // empty: every submodule that runs
   std::string label1, label2;                 // model names for messages
+  // Each layer's feature view, indexed like the model's layers(); empty: all flatten.
+  std::vector<View> views1, views2;
   at::ScalarType gram_dtype = at::kFloat;
   at::ScalarType pair_dtype = at::kDouble;
   // Intra-op threads (libtorch's and the BLAS's) for each model's work; 0:
@@ -107,7 +110,9 @@ class CKAEngine {
   struct Side {
     std::shared_ptr<Model> model;
     LayerSelection selection;
-    std::vector<Row> rows;  // fixed by the first accumulated batch
+    std::vector<Row> rows;                     // fixed by the first accumulated batch
+    std::vector<View> views;                   // per layer (empty: all flatten)
+    std::vector<std::vector<int64_t>> shapes;  // each row's viewed feature shape, from the batch that fixed it
     std::string label;
     int index = 1;  // 1 or 2
   };

@@ -49,6 +49,9 @@ inline constexpr const char* kLayerNotRun = "ERR_LAYER_NOT_RUN";
 inline constexpr const char* kLayerCallCount = "ERR_LAYER_CALL_COUNT";
 // A chosen layer's output does not have the batch as its first dimension.
 inline constexpr const char* kLayerShape = "ERR_LAYER_SHAPE";
+// A layer's feature view does not fit its output (`token-mean` on a 4-D tensor,
+// a token out of range, `spatial-mean` on 1-D).
+inline constexpr const char* kViewShape = "ERR_VIEW_SHAPE";
 // An empty layer list, or a model with no submodules (e.g. frozen with
 // `torch.jit.freeze`).
 inline constexpr const char* kNoLayers = "ERR_NO_LAYERS";

@@ -22,7 +22,101 @@ std::string shape_string(const at::Tensor& t) {
   return out.str();
 }
 
+std::string sizes_string(const std::vector<int64_t>& sizes) {
+  std::ostringstream out;
+  out << "[n";
+  for (const int64_t size : sizes) out << ", " << size;
+  out << ']';
+  return out.str();
+}
+
 }  // namespace
+
+std::string View::name() const {
+  switch (kind) {
+    case Kind::kSpatialMean: return "spatial-mean";
+    case Kind::kTokenMean: return "token-mean";
+    case Kind::kToken: return "token:" + std::to_string(token);
+    case Kind::kFlatten:
+    default: return "flatten";
+  }
+}
+
+View parse_view(const std::string& text, const std::string& what) {
+  View view;
+  if (text == "flatten") return view;
+  if (text == "spatial-mean") {
+    view.kind = View::Kind::kSpatialMean;
+    return view;
+  }
+  if (text == "token-mean") {
+    view.kind = View::Kind::kTokenMean;
+    return view;
+  }
+  if (text.rfind("token:", 0) == 0) {
+    const std::string digits = text.substr(6);
+    const size_t start = !digits.empty() && digits[0] == '-' ? 1 : 0;
+    bool ok = digits.size() > start && digits.size() <= start + 9;
+    for (size_t i = start; ok && i < digits.size(); ++i) ok = digits[i] >= '0' && digits[i] <= '9';
+    if (ok) {
+      view.kind = View::Kind::kToken;
+      view.token = std::stoll(digits);
+      return view;
+    }
+  }
+  throw CKAError(codes::kInvalidArg,
+                 "Expected " + what +
+                     " to be 'flatten', 'spatial-mean', 'token-mean' or 'token:K' (K an integer) but " + "received '" +
+                     text + "'",
+                 ErrorKind::RangeError);
+}
+
+at::Tensor apply_view(const at::Tensor& output, const View& view, std::string* why) {
+  switch (view.kind) {
+    case View::Kind::kFlatten: return output;
+    case View::Kind::kSpatialMean: {
+      if (output.dim() < 2) {
+        *why = "spatial-mean needs an (N, C, ...) output of at least 2 dimensions";
+        return at::Tensor();
+      }
+      if (output.dim() == 2) return output;
+      std::vector<int64_t> dims;
+      for (int64_t d = 2; d < output.dim(); ++d) dims.push_back(d);
+      for (int64_t d = 2; d < output.dim(); ++d) {
+        if (output.size(d) == 0) {
+          *why = "spatial-mean needs at least one position after the channel dimension";
+          return at::Tensor();
+        }
+      }
+      const at::Tensor x = output.is_floating_point() ? output : output.to(at::kFloat);
+      return x.mean(dims);
+    }
+    case View::Kind::kTokenMean:
+    case View::Kind::kToken: {
+      if (output.dim() != 3) {
+        *why = view.name() + " needs an (N, T, D) output of 3 dimensions";
+        return at::Tensor();
+      }
+      const int64_t tokens = output.size(1);
+      if (view.kind == View::Kind::kTokenMean) {
+        if (tokens == 0) {
+          *why = "token-mean needs at least one token";
+          return at::Tensor();
+        }
+        const at::Tensor x = output.is_floating_point() ? output : output.to(at::kFloat);
+        return x.mean(1);
+      }
+      const int64_t k = view.token < 0 ? tokens + view.token : view.token;
+      if (k < 0 || k >= tokens) {
+        *why = "token " + std::to_string(view.token) + " is out of range for " + std::to_string(tokens) +
+               " token(s) (K from " + std::to_string(-tokens) + " to " + std::to_string(tokens - 1) + ")";
+        return at::Tensor();
+      }
+      return output.select(1, k);
+    }
+  }
+  return output;
+}
 
 void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace) {
@@ -87,7 +181,13 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
   buffer_.mean_norms = at::empty({count}, options);
 }
 
-int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
+const View& GramCollector::view_of(int64_t layer) const {
+  static const View flatten;
+  if (views_ == nullptr || static_cast<size_t>(layer) >= views_->size()) return flatten;
+  return (*views_)[static_cast<size_t>(layer)];
+}
+
+int64_t GramCollector::reduced_before(const at::Tensor& feature, const View& view) const {
   c10::TensorImpl* impl = feature.unsafeGetTensorImpl();
   // By address (a freed tensor's address can come back: the weak pointer tells).
   const auto [first, last] = reduced_index_.equal_range(impl);
@@ -95,20 +195,21 @@ int64_t GramCollector::reduced_before(const at::Tensor& feature) const {
     const Reduced& r = reduced_[it->second];
     auto alive = r.impl.lock();
     if (alive.get() != impl) continue;
-    if (r.version == static_cast<int64_t>(feature._version()) && r.offset == feature.storage_offset() &&
-        r.dtype == feature.scalar_type() && r.sizes == feature.sizes().vec() && r.strides == feature.strides().vec()) {
+    if (r.view == view && r.version == static_cast<int64_t>(feature._version()) &&
+        r.offset == feature.storage_offset() && r.dtype == feature.scalar_type() && r.sizes == feature.sizes().vec() &&
+        r.strides == feature.strides().vec()) {
       return r.slot;
     }
   }
   return -1;
 }
 
-void GramCollector::remember(const at::Tensor& feature, int64_t slot) {
+void GramCollector::remember(const at::Tensor& feature, const View& view, int64_t slot) {
   if (feature.is_inference()) return;  // no version counter: in-place changes could not be seen
   reduced_index_.emplace(feature.unsafeGetTensorImpl(), reduced_.size());
   reduced_.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(feature.getIntrusivePtr()),
                       static_cast<int64_t>(feature._version()), feature.storage_offset(), feature.sizes().vec(),
-                      feature.strides().vec(), feature.scalar_type(), slot});
+                      feature.strides().vec(), feature.scalar_type(), view, slot});
 }
 
 int64_t GramCollector::next_slot() {
@@ -122,7 +223,7 @@ int64_t GramCollector::next_slot() {
     }
     const int64_t grown = std::max<int64_t>(capacity == 0 ? want : 2 * capacity, slots_used_ + 1);
     const auto options = at::TensorOptions().dtype(dtype_).device(device_);
-    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown}, options), {}};
+    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown}, options), {}, {}};
     if (capacity > 0) {
       bigger.grams.narrow(0, 0, capacity).copy_(buffer_.grams);
       bigger.mean_norms.narrow(0, 0, capacity).copy_(buffer_.mean_norms);
@@ -173,30 +274,63 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
                  std::to_string(n_) + " as its first dimension");
       return;
     }
+    const View& view = view_of(layer);
+    std::string why;
+    const at::Tensor viewed = apply_view(feature, view, &why);
+    if (!viewed.defined()) {
+      fail(codes::kViewShape, layer,
+           "View '" + view.name() + "' of layer '" + name + "' does not fit its output of shape " +
+               shape_string(feature) + ": " + why + " (set another view for this layer with --view" +
+               std::to_string(side_) + " or model" + std::to_string(side_) + "Views)");
+      return;
+    }
+    std::vector<int64_t> sizes = viewed.sizes().vec();
+    sizes.erase(sizes.begin());
     if (planned_) {
       auto found = row_of_.find({layer, call});
       if (found == row_of_.end()) return;  // a call not chosen (e.g. only "relu#2" was asked for)
       const int64_t row = found->second;
-      const int64_t same = reduced_before(feature);
+      if (expected_shapes_ != nullptr && static_cast<size_t>(row) < expected_shapes_->size()) {
+        const std::vector<int64_t>& expected = (*expected_shapes_)[static_cast<size_t>(row)];
+        if (!expected.empty() && expected != sizes) {
+          const std::string& module = layers_[index].name;
+          std::string message = "Output of layer '" + name + "' has shape " + shape_string(feature);
+          if (view.kind != View::Kind::kFlatten) message += " (" + view.name() + ": " + sizes_string(sizes) + ")";
+          message += ", but its feature was " + sizes_string(expected) + " in the batch that fixed the rows (view '" +
+                     view.name() + "'); a row's feature must keep its size over the batches";
+          if (view.kind == View::Kind::kFlatten) {
+            message +=
+                ". If its token count changes between batches (padding to the longest sequence), compare it "
+                "on a view: --view" +
+                std::to_string(side_) + " '" + module + "=token-mean' (or token:0; API: model" + std::to_string(side_) +
+                "Views: { '" + module + "': 'token-mean' })";
+          }
+          fail(codes::kLayerShape, layer, message);
+          return;
+        }
+      }
+      shapes_[{layer, call}] = sizes;
+      const int64_t same = reduced_before(feature, view);
       if (same >= 0) {
         buffer_.grams[row].copy_(buffer_.grams[same]);
         buffer_.mean_norms[row].copy_(buffer_.mean_norms[same]);
         ++reused_;
       } else {
-        reduce_to_gram(feature, n_, dtype_, buffer_.grams[row], buffer_.mean_norms[row], &workspace_);
-        remember(feature, row);
+        reduce_to_gram(viewed, n_, dtype_, buffer_.grams[row], buffer_.mean_norms[row], &workspace_);
+        remember(feature, view, row);
       }
       filled_[static_cast<size_t>(row)] = true;
     } else {
-      const int64_t same = reduced_before(feature);
+      shapes_[{layer, call}] = sizes;
+      const int64_t same = reduced_before(feature, view);
       if (same >= 0) {
         discovered_[{layer, call}] = same;  // two rows, one slot
         ++reused_;
         return;
       }
       const int64_t slot = next_slot();
-      reduce_to_gram(feature, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
-      remember(feature, slot);
+      reduce_to_gram(viewed, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
+      remember(feature, view, slot);
       discovered_[{layer, call}] = slot;
     }
   } catch (const c10::Error& e) {
@@ -223,8 +357,18 @@ void GramCollector::check(const std::string& model_label, const std::string& bat
 }
 
 GramBatch GramCollector::take(const std::vector<Row>& rows) {
-  if (planned_) return std::move(buffer_);
-  GramBatch out{buffer_.grams.narrow(0, 0, slots_used_), buffer_.mean_norms.narrow(0, 0, slots_used_), {}};
+  std::vector<std::vector<int64_t>> shapes;
+  for (const auto& row : rows) {
+    auto found = shapes_.find({row.layer, row.call});
+    shapes.push_back(found == shapes_.end() ? std::vector<int64_t>() : found->second);
+  }
+  if (planned_) {
+    GramBatch out = std::move(buffer_);
+    out.shapes = std::move(shapes);
+    return out;
+  }
+  GramBatch out{
+      buffer_.grams.narrow(0, 0, slots_used_), buffer_.mean_norms.narrow(0, 0, slots_used_), {}, std::move(shapes)};
   for (const auto& row : rows) out.rows.push_back(discovered_.at({row.layer, row.call}));  // never set-aside layers
   buffer_ = GramBatch();
   discovered_.clear();

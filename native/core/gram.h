@@ -22,10 +22,33 @@ namespace tcka {
 // Row r of the comparison is slot `rows[r]` (slot r when `rows` is empty):
 // the first batch fills slots in call order, and two rows with the same
 // tensor share a slot.
+// What a layer's feature is before its Gram is made (issue 15): its output
+// flattened after the batch dimension (the default), the mean over the
+// dimensions after the channel one, the mean over the tokens of an (N, T, D)
+// output, or one token of it (negative counts from the end).
+struct View {
+  enum class Kind { kFlatten, kSpatialMean, kTokenMean, kToken };
+  Kind kind = Kind::kFlatten;
+  int64_t token = 0;  // kToken only
+  bool operator==(const View& other) const { return kind == other.kind && token == other.token; }
+  bool operator!=(const View& other) const { return !(*this == other); }
+  // "flatten", "spatial-mean", "token-mean", "token:K".
+  std::string name() const;
+};
+
+// Parses a view's name; throws ERR_INVALID_ARG naming `what` for anything else.
+View parse_view(const std::string& text, const std::string& what);
+
+// The feature `output` (first dimension n) gives under `view`, or an undefined
+// tensor with `why` set when the view does not fit its shape.
+at::Tensor apply_view(const at::Tensor& output, const View& view, std::string* why);
+
 struct GramBatch {
   at::Tensor grams;
   at::Tensor mean_norms;
   std::vector<int64_t> rows;
+  // Each taken row's feature shape after its view, without the batch dimension.
+  std::vector<std::vector<int64_t>> shapes;
 };
 
 // Writes the reduction of `feature` (first dimension n) into gram (n, n) and
@@ -42,6 +65,17 @@ class GramCollector : public TapReceiver {
   // Planned: record exactly `rows`, written straight into one buffer.
   GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, const std::vector<Row>& rows,
                 int64_t n, at::ScalarType dtype, c10::Device device);
+
+  // Each layer's view, indexed like `layers` (empty: all flatten), and the
+  // model's side (1 or 2) for the messages. Set before the forward pass.
+  void set_views(const std::vector<View>* views, int side) {
+    views_ = views;
+    side_ = side;
+  }
+  // Planned: each row's feature shape after the view (without the batch
+  // dimension) from the batch that fixed the rows; an empty entry is not
+  // checked. A row whose feature has another shape is ERR_LAYER_SHAPE.
+  void set_expected_shapes(const std::vector<std::vector<int64_t>>* shapes) { expected_shapes_ = shapes; }
 
   void on_tap(int64_t layer, const c10::IValue& output) noexcept override;
 
@@ -65,7 +99,7 @@ class GramCollector : public TapReceiver {
   };
   const std::map<int64_t, Unusable>& unusable() const { return unusable_; }
 
-  // The buffer, with `rows` mapped to their slots (discovery) or in order (planned).
+  // The buffer (with each row's feature shape), with `rows` mapped to their slots (discovery) or in order (planned).
   GramBatch take(const std::vector<Row>& rows);
 
  private:
@@ -73,8 +107,9 @@ class GramCollector : public TapReceiver {
   // returns its last child's output; a ResNet block its last ReLU's), or -1.
   // The same live TensorImpl with the same version counter, offset, sizes and
   // strides holds the same values.
-  int64_t reduced_before(const at::Tensor& feature) const;
-  void remember(const at::Tensor& feature, int64_t slot);
+  int64_t reduced_before(const at::Tensor& feature, const View& view) const;
+  void remember(const at::Tensor& feature, const View& view, int64_t slot);
+  const View& view_of(int64_t layer) const;
   // Discovery: the next free slot of the buffer, growing it when full.
   int64_t next_slot();
 
@@ -105,12 +140,17 @@ class GramCollector : public TapReceiver {
     int64_t version, offset;
     std::vector<int64_t> sizes, strides;
     at::ScalarType dtype;
+    View view;  // two rows with one tensor but other views do not share a Gram
     int64_t slot;
   };
   std::vector<Reduced> reduced_;
   std::unordered_multimap<const void*, size_t> reduced_index_;  // TensorImpl address -> reduced_ entry
   at::Tensor workspace_;                                        // centred copies, one layer at a time
   int64_t reused_ = 0;
+  const std::vector<View>* views_ = nullptr;
+  int side_ = 1;
+  const std::vector<std::vector<int64_t>>* expected_shapes_ = nullptr;
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> shapes_;  // (layer, call) -> feature shape
   std::string error_code_, error_message_;
   int64_t error_layer_ = -1;
 };

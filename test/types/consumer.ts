@@ -20,6 +20,7 @@ import {
   type Dataset,
   type BestMatch,
   type HeatmapOptions,
+  type View,
 } from 'torch-cka';
 
 async function main(): Promise<void> {
@@ -34,6 +35,8 @@ async function main(): Promise<void> {
     model2Name: 'ResNet34',
     model1Layers: names,
     model2Layers: ['layer1'],
+    model1Views: { 'layer*': 'spatial-mean', 'blocks.*': 'token:0' },
+    model2Views: { layer1: 'token-mean' },
     dataset1Name: 'cifar',
     dataset2Name: 'svhn',
   });
@@ -48,6 +51,9 @@ async function main(): Promise<void> {
   const r: CKAResult = cka.export();
   const cell: number | null = r.cka[0]?.[0] ?? null;
   const code: string = ErrorCodes.UNKNOWN_LAYER;
+  const views: string[] = r.model1Views.concat(r.model2Views);
+  const last: View = 'token:-1';
+  console.log(views, last, ErrorCodes.VIEW_SHAPE);
   try {
     await m1.extract(batch);
   } catch (error) {

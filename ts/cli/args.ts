@@ -10,6 +10,8 @@ export interface OptionSpec {
   /** Shown in --help after the option, e.g. `N` or `PATH`. */
   value?: string;
   description: string;
+  /** The option may be given several times; its values come as a string[]. */
+  multiple?: boolean;
 }
 
 export interface CommandSpec {
@@ -23,7 +25,7 @@ export interface CommandSpec {
   notes?: string;
 }
 
-export type Values = Record<string, string | boolean | undefined>;
+export type Values = Record<string, string | boolean | string[] | undefined>;
 
 export interface Parsed {
   values: Values;
@@ -44,7 +46,11 @@ export function parse(argv: readonly string[], spec: CommandSpec): Parsed {
       options: Object.fromEntries(
         Object.entries(options).map(([name, o]) => [
           name,
-          o.short ? { type: o.type, short: o.short } : { type: o.type },
+          {
+            type: o.type,
+            ...(o.short ? { short: o.short } : {}),
+            ...(o.multiple ? { multiple: true } : {}),
+          },
         ]),
       ),
       allowPositionals: true,
@@ -105,6 +111,39 @@ export function integerValue(values: Values, name: string, min: number): number 
     throw usageError(`Expected an integer >= ${min} for --${name} but received '${text}'`);
   }
   return Number(text);
+}
+
+/**
+ * A repeatable `--name KEY=VALUE` option as [key, value] pairs in the order
+ * given (the key may itself hold no `=`; the value is after the first one).
+ * `check` turns a value into its checked form or returns null, and `expected`
+ * says in words what it should be.
+ */
+export function pairsValue<T>(
+  values: Values,
+  name: string,
+  check: (value: string) => T | null,
+  expected: string,
+): Array<[string, T]> {
+  const raw = values[name];
+  if (raw === undefined) return [];
+  const items = Array.isArray(raw) ? raw : [raw];
+  return items.map((item): [string, T] => {
+    if (typeof item !== 'string') throw usageError(`--${name} needs a value`);
+    const at = item.indexOf('=');
+    const key = at > 0 ? item.slice(0, at).trim() : '';
+    const text = at > 0 ? item.slice(at + 1).trim() : '';
+    if (key === '' || text === '') {
+      throw usageError(`Expected --${name} PATTERN=${expected} but received '--${name} ${item}'`);
+    }
+    const checked = check(text);
+    if (checked === null) {
+      throw usageError(
+        `Expected --${name} PATTERN=${expected} but received '--${name} ${item}' ('${text}' is not one)`,
+      );
+    }
+    return [key, checked];
+  });
 }
 
 /** A comma-separated list; empty items are an error. */

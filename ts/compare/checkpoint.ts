@@ -37,6 +37,9 @@ export interface CheckpointIdentity {
   layers2: string[];
   precision: string;
   skipNonFinite: boolean;
+  /** The layers whose feature view is not flatten (absent when none). */
+  views1?: Record<string, string>;
+  views2?: Record<string, string>;
   data1: DataIdentity | null;
   data2: DataIdentity | null | 'same';
   key: string | null;
@@ -130,7 +133,14 @@ function dataIdentity(source: unknown): DataIdentity | null {
 /** @internal */
 export async function checkpointIdentity(
   models: [Model, Model],
-  settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean },
+  settings: {
+    layers1: string[];
+    layers2: string[];
+    precision: string;
+    skipNonFinite: boolean;
+    views1?: Record<string, string>;
+    views2?: Record<string, string>;
+  },
   data1: unknown,
   data2: unknown,
   key: string | null,
@@ -153,7 +163,7 @@ function describeValue(value: unknown): string {
     const model = value as ModelIdentity;
     return `${model.file} (${model.bytes} bytes, sha256 ${model.sha256.slice(0, 12)}…)`;
   }
-  const text = stable(value);
+  const text = (stable(value) as string | undefined) ?? 'none'; // an absent setting (views1: all flatten)
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
@@ -166,6 +176,8 @@ export function assertSameIdentity(saved: CheckpointIdentity, current: Checkpoin
     layers2: "model 2's layers",
     precision: 'precision',
     skipNonFinite: 'skipNonFinite',
+    views1: "model 1's views",
+    views2: "model 2's views",
     data1: 'data 1',
     data2: 'data 2',
     key: 'checkpoint key',

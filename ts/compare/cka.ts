@@ -32,6 +32,7 @@ import {
 import { type DistributedInfo, DistributedRun, type JobProgress, resolveDistributed } from './distributed';
 import { track, untrack } from './in-flight';
 import { leftOutMessage } from './left-out';
+import { optionalViews, resolveViews, rowViews, type View, viewSettings } from './views';
 import { type BatchIterator, checkSource, openSources } from './sources';
 import type {
   CKAOptions,
@@ -149,7 +150,18 @@ export class CKA {
   private running = false;
   /** The batch in native code, if any: an abort cancels it, a failure waits for it. */
   private stepping: Promise<unknown> | undefined;
-  private readonly settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean };
+  private readonly settings: {
+    layers1: string[];
+    layers2: string[];
+    precision: string;
+    skipNonFinite: boolean;
+    /** The non-flatten views by layer name (absent when none), so a checkpoint with other views is refused. */
+    views1?: Record<string, View>;
+    views2?: Record<string, View>;
+  };
+  /** Each layer's view, indexed like model.native.layers(), and those layers' names. */
+  private readonly layerViews: [View[], View[]];
+  private readonly layerNames: [string[], string[]];
 
   /**
    * Chooses the layers of both models (expanding patterns) and prepares the
@@ -170,15 +182,28 @@ export class CKA {
     const concurrent =
       optionalBoolean(opts.concurrent, 'options.concurrent') ?? defaultConcurrent(this.model1, threads);
     const skipNonFinite = optionalBoolean(opts.skipNonFinite, 'options.skipNonFinite') ?? false;
+    const names1 = this.model1.native.layers().map((layer) => layer.name);
+    const names2 = this.model2.native.layers().map((layer) => layer.name);
+    this.layerViews = [
+      resolveViews(optionalViews(opts.model1Views, 'options.model1Views'), names1),
+      resolveViews(optionalViews(opts.model2Views, 'options.model2Views'), names2),
+    ];
+    this.layerNames = [names1, names2];
+    const views1 = viewSettings(names1, this.layerViews[0]);
+    const views2 = viewSettings(names2, this.layerViews[1]);
     this.settings = {
       layers1: layerList(this.model1, opts.model1Layers, 'options.model1Layers'),
       layers2: layerList(this.model2, opts.model2Layers, 'options.model2Layers'),
       precision: precision ?? 'float64',
       skipNonFinite,
+      ...(views1 ? { views1 } : {}),
+      ...(views2 ? { views2 } : {}),
     };
     this.native = new (binding().NativeCKA)(this.model1.native, this.model2.native, {
       layers1: this.settings.layers1,
       layers2: this.settings.layers2,
+      ...(views1 ? { views1: this.layerViews[0] } : {}),
+      ...(views2 ? { views2: this.layerViews[1] } : {}),
       label1: this.model1Name,
       label2: this.model2Name,
       ...(precision ? { precision } : {}),
@@ -494,6 +519,8 @@ export class CKA {
       model2Name: this.model2Name,
       model1Layers: result.rows1,
       model2Layers: result.rows2,
+      model1Views: rowViews(result.rows1, this.layerNames[0], this.layerViews[0]),
+      model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
       dataset1Name: this.dataset1Name,
       dataset2Name: this.dataset2Name,
       cka: result.cka,

@@ -4,6 +4,7 @@ import type { NativeLeftOut, NativeStats } from '../native/binding';
 import type { Batch } from '../model/tensor';
 import type { CheckpointOptions } from './checkpoint';
 import type { DistributedOptions, DistributedTimings, JobProgress } from './distributed';
+import type { View } from './views';
 
 /** Options of `new CKA(model1, model2, options)`. */
 export interface CKAOptions {
@@ -23,6 +24,20 @@ export interface CKAOptions {
   model1Layers?: readonly string[];
   /** Layers of model 2, in the column order wanted; the same rules as model1Layers. */
   model2Layers?: readonly string[];
+  /**
+   * Feature views of model 1's layers: `{ [layerPattern]: view }`, with the
+   * patterns of model1Layers (a plain name matches that layer exactly; the
+   * first matching entry wins; a `#k` suffix is ignored, every call of a
+   * module shares its view). Layers matched by none are `flatten`.
+   * `spatial-mean` pools a conv's `(N, C, H, W)` output over H and W,
+   * `token-mean` and `token:K` take the mean or one token of a transformer's
+   * `(N, T, D)` output, so that layers whose token count changes between
+   * batches can be compared. A view that does not fit the output fails at the
+   * first batch with ERR_VIEW_SHAPE. See docs/views.md.
+   */
+  model1Views?: Readonly<Record<string, View>>;
+  /** Feature views of model 2's layers; the same rules as model1Views. */
+  model2Views?: Readonly<Record<string, View>>;
   /** The name of data1 in the results; default `'data1'`. */
   dataset1Name?: string;
   /** The name of data2; default `'data2'`, or data1's name when model 2 sees data1. */
@@ -155,6 +170,14 @@ export interface CKAResult {
   model1Layers: string[];
   /** Column names: model 2's layers. */
   model2Layers: string[];
+  /**
+   * The feature view of every row (aligned with model1Layers; a `#k` row has
+   * its module's view): `flatten` unless model1Views chose another. Result
+   * files written before views existed lack it: read it as all `flatten`.
+   */
+  model1Views: string[];
+  /** The feature view of every column, aligned with model2Layers. */
+  model2Views: string[];
   dataset1Name: string;
   dataset2Name: string;
   /** Minibatch CKA, rows = model1Layers; null where a layer does not vary over the data. */

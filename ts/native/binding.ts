@@ -33,6 +33,9 @@ export interface NativeModel {
 export interface NativeCKAOptions {
   layers1: string[];
   layers2: string[];
+  /** One view name per layer of model 1 (its layers() order); absent: all flatten. */
+  views1?: string[];
+  views2?: string[];
   label1: string;
   label2: string;
   precision?: 'float64' | 'float32';

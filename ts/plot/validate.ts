@@ -23,6 +23,16 @@ function layerNames(record: Record<string, unknown>, key: string, source: string
   return [...(value as string[])];
 }
 
+/** A views array aligned with `count` rows; a file from before views existed has none: all 'flatten'. */
+function viewNames(record: Record<string, unknown>, key: string, count: number, source: string): string[] {
+  const value = record[key];
+  if (value === undefined) return new Array<string>(count).fill('flatten');
+  if (!Array.isArray(value) || value.length !== count || !value.every((view) => typeof view === 'string')) {
+    fail(source, `expected ${key} to be an array of ${count} view names but received ${describe(value)}`);
+  }
+  return [...(value as string[])];
+}
+
 function countField(record: Record<string, unknown>, key: string, source: string): number {
   const value = record[key];
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
@@ -69,5 +79,19 @@ export function validateResult(value: unknown, source = 'result'): CKAResult {
   });
   const samples = countField(record, 'samples', source);
   const batches = countField(record, 'batches', source);
-  return { model1Name, model2Name, model1Layers, model2Layers, dataset1Name, dataset2Name, cka, samples, batches };
+  const model1Views = viewNames(record, 'model1Views', rows, source);
+  const model2Views = viewNames(record, 'model2Views', cols, source);
+  return {
+    model1Name,
+    model2Name,
+    model1Layers,
+    model2Layers,
+    model1Views,
+    model2Views,
+    dataset1Name,
+    dataset2Name,
+    cka,
+    samples,
+    batches,
+  };
 }

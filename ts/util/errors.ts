@@ -37,6 +37,8 @@ export const ErrorCodes = {
   LAYER_CALL_COUNT: 'ERR_LAYER_CALL_COUNT',
   /** A chosen layer's output does not have the batch as its first dimension. */
   LAYER_SHAPE: 'ERR_LAYER_SHAPE',
+  /** A layer's feature view does not fit its output (`token-mean` on a 4-D tensor, a token out of range, `spatial-mean` on 1-D). */
+  VIEW_SHAPE: 'ERR_VIEW_SHAPE',
   /** An empty layer list, or a model with no submodules (e.g. frozen with `torch.jit.freeze`). */
   NO_LAYERS: 'ERR_NO_LAYERS',
   /** The model's forward failed on a batch (usually a wrong shape or dtype); libtorch's error without its tracebacks. */

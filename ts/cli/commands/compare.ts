@@ -5,6 +5,7 @@ import path from 'node:path';
 
 import { CKA } from '../../compare/cka';
 import type { CKAResult, CKAWarning } from '../../compare/types';
+import { parseView, type View } from '../../compare/views';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../../data';
 import { type DistributedInfo, distributedEnv } from '../../compare/distributed';
 import { loadModel, type Model } from '../../model/model';
@@ -17,6 +18,7 @@ import {
   helpText,
   integerValue,
   listValue,
+  pairsValue,
   parse,
   sizeValue,
   stringValue,
@@ -61,6 +63,14 @@ export const COMPARE: CommandSpec = {
     data2: { type: 'string', value: 'PATH', description: 'data for model 2' },
     layers1: { type: 'string', value: 'a,b,c', description: "model 1's layers; globs: layer1.*, **.relu" },
     layers2: { type: 'string', value: 'a,b,c', description: "model 2's layers (default: every submodule that runs)" },
+    view: {
+      type: 'string',
+      value: 'PAT=VIEW',
+      multiple: true,
+      description: 'feature view of the matching layers of both models (repeatable; see below)',
+    },
+    view1: { type: 'string', value: 'PAT=VIEW', multiple: true, description: "model 1's feature views (repeatable)" },
+    view2: { type: 'string', value: 'PAT=VIEW', multiple: true, description: "model 2's feature views (repeatable)" },
     name1: { type: 'string', value: 'N', description: "model 1's name (default: its file's base name)" },
     name2: { type: 'string', value: 'N', description: "model 2's name" },
     device: { type: 'string', value: 'DEV', description: 'cpu (default), cuda or cuda:N' },
@@ -92,6 +102,9 @@ export const COMPARE: CommandSpec = {
     'CIFAR-10 binary batches (a .bin file or their folder),\n' +
     'an MNIST-style IDX image file (gzipped or not), or a folder of JPEG/PNG/WebP images.\n' +
     'Layer patterns: * matches within one dotted segment, ** across them, ? one character.\n' +
+    'Views: flatten (default), spatial-mean (N,C,... -> mean over the positions), token-mean\n' +
+    '(N,T,D -> mean over the tokens), token:K (token K, negative from the end); the first\n' +
+    "matching --view1/--view2 wins, then --view, e.g. --view1 'blocks.*=token:0'.\n" +
     'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
     'processes; rank 0 prints the progress and writes the files. See torch-cka launch --help.',
 };
@@ -134,6 +147,20 @@ function checkpointEvery(values: Values): number | undefined {
   return every;
 }
 
+const VIEW_EXPECTED = 'VIEW (flatten, spatial-mean, token-mean or token:K)';
+
+/** `--viewN` then `--view`: the views of one model, first match wins (a repeated pattern keeps its first view). */
+function viewOption(values: Values, name: 'view1' | 'view2'): Record<string, View> | undefined {
+  const pairs = [
+    ...pairsValue(values, name, parseView, VIEW_EXPECTED),
+    ...pairsValue(values, 'view', parseView, VIEW_EXPECTED),
+  ];
+  if (pairs.length === 0) return undefined;
+  const out: Record<string, View> = {};
+  for (const [pattern, view] of pairs) if (!(pattern in out)) out[pattern] = view;
+  return out;
+}
+
 const optionalList = (value: string | undefined): string[] | undefined => (value === undefined ? undefined : [value]);
 
 /** `torch-cka compare ARGS`: parses the arguments into a CompareConfig and runs it. */
@@ -151,6 +178,8 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(stringValue(values, 'data2'), 'data2'),
     ...pick(listValue(values, 'layers1'), 'layers1'),
     ...pick(listValue(values, 'layers2'), 'layers2'),
+    ...pick(viewOption(values, 'view1'), 'views1'),
+    ...pick(viewOption(values, 'view2'), 'views2'),
     ...pick(stringValue(values, 'name1'), 'name1'),
     ...pick(stringValue(values, 'name2'), 'name2'),
     ...pick(stringValue(values, 'device'), 'device'),
@@ -181,6 +210,10 @@ export interface CompareConfig {
   data2?: string;
   layers1?: string[];
   layers2?: string[];
+  /** Model 1's feature views by layer pattern; see CKAOptions.model1Views. */
+  views1?: Record<string, View>;
+  /** Model 2's feature views; see CKAOptions.model2Views. */
+  views2?: Record<string, View>;
   name1?: string;
   name2?: string;
   device?: string;
@@ -281,6 +314,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     const cka = new CKA(model1, model2, {
       ...(config.layers1 ? { model1Layers: config.layers1 } : {}),
       ...(config.layers2 ? { model2Layers: config.layers2 } : {}),
+      ...(config.views1 ? { model1Views: config.views1 } : {}),
+      ...(config.views2 ? { model2Views: config.views2 } : {}),
       dataset1Name: data1.name,
       ...(data2 ? { dataset2Name: data2.name } : {}),
       ...(config.threads ? { threads: config.threads } : {}),

@@ -78,6 +78,8 @@ function rankIdentity(identity: CheckpointIdentity): Record<string, unknown> {
     layers2: identity.layers2,
     precision: identity.precision,
     skipNonFinite: identity.skipNonFinite,
+    ...(identity.views1 ? { views1: identity.views1 } : {}),
+    ...(identity.views2 ? { views2: identity.views2 } : {}),
     data1: data(identity.data1),
     data2: data(identity.data2),
   };
