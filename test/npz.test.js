@@ -238,6 +238,41 @@ describe('.npz into a traced encoder with two int64 inputs and a dict output', (
     }
   });
 
+  it('resumes a checkpoint with the same arrays, and refuses one made with other arrays or another order', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-npz-'));
+    const a = await loadModel(path.join(FIXTURES, 'encoder_traced.pt'));
+    try {
+      const file = path.join(dir, 'run.ckpt');
+      const open = (inputs) => readNpz(npz('text_stored.npz'), { batchSize: ref.batchSize, inputs });
+      const options = { model1Layers: ref.layers, model2Layers: ref.layers, model2Name: 'same' };
+      const first = new CKA(a, a, options);
+      await first.compare(await open(['input_ids', 'attention_mask']), undefined, {
+        checkpoint: { path: file, every: 1 },
+      });
+      const again = new CKA(a, a, options);
+      const summary = await again.compare(await open(['input_ids', 'attention_mask']), undefined, {
+        checkpoint: { path: file },
+      });
+      assert.equal(summary.resumed, 3);
+      assertClose(again.export().cka, ref.cka_a_a, 'resumed');
+      for (const inputs of [
+        ['attention_mask', 'input_ids'],
+        ['input_ids', 'labels'],
+      ]) {
+        await assert.rejects(
+          new CKA(a, a, options).compare(await open(inputs), undefined, { checkpoint: { path: file } }),
+          {
+            code: 'ERR_CHECKPOINT_MISMATCH',
+            message: /data 1's inputs/,
+          },
+        );
+      }
+    } finally {
+      a.dispose();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('matches it through the CLI with --inputs', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-npz-'));
     try {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file';
 import type { NativeCKA, NativeRow, NativeState } from '../native/binding';
 import { Dataset } from '../data/dataset';
+import { NpzDataset, type NpzInput } from '../data/npz';
 import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import type { Model } from '../model/model';
 
@@ -51,7 +52,7 @@ interface ModelIdentity {
   sha256: string;
 }
 
-type DataIdentity = Record<string, string | number | boolean | number[]>;
+type DataIdentity = Record<string, string | number | boolean | number[] | string[]>;
 
 interface SavedState {
   rows1: NativeRow[];
@@ -117,7 +118,11 @@ async function modelIdentity(model: Model): Promise<ModelIdentity> {
 
 function dataIdentity(source: unknown): DataIdentity | null {
   if (!(source instanceof Dataset)) return null;
+  // An .npz data set: which arrays feed the model, in which order (the
+  // sampleShape and dtype below are the first one's).
+  const inputs: DataIdentity = source instanceof NpzDataset ? { inputs: source.inputs.map(npzInput) } : {};
   return {
+    ...inputs,
     path: path.resolve(source.path),
     format: source.format,
     samples: source.length,
@@ -129,6 +134,8 @@ function dataIdentity(source: unknown): DataIdentity | null {
     dtype: source.dtype,
   };
 }
+
+const npzInput = (input: NpzInput): string => `${input.name} ${input.dtype} [${input.sampleShape.join(', ')}]`;
 
 /** @internal */
 export async function checkpointIdentity(
