@@ -1,6 +1,7 @@
 // What the CLI writes: results.json, the CSV matrix, and text tables.
 
 import type { CKAResult } from '../compare/types';
+import { primaryMatrix } from '../compare/measures';
 
 /** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
 const csvField = (text: string): string => (/[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
@@ -13,7 +14,7 @@ const csvField = (text: string): string => (/[",\r\n]/.test(text) ? `"${text.rep
 export function resultToCsv(result: CKAResult): string {
   const header = [`${result.model1Name} \\ ${result.model2Name}`, ...result.model2Layers];
   const lines = [header.map(csvField).join(',')];
-  result.cka.forEach((row, i) => {
+  primaryMatrix(result).forEach((row, i) => {
     const cells = row.map((value) => (value === null ? '' : String(value)));
     lines.push([csvField(result.model1Layers[i] ?? ''), ...cells].join(','));
   });

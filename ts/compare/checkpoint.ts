@@ -37,6 +37,8 @@ export interface CheckpointIdentity {
   layers2: string[];
   precision: string;
   skipNonFinite: boolean;
+  /** The measures, threshold and user σ when not the default `['cka']`. */
+  measures?: unknown;
   data1: DataIdentity | null;
   data2: DataIdentity | null | 'same';
   key: string | null;
@@ -56,6 +58,9 @@ interface SavedState {
   xy: number[];
   xx: number[];
   yy: number[];
+  /** RBF σ per row (null: undefined); absent without rbf_cka. */
+  sigma1?: Array<number | null>;
+  sigma2?: Array<number | null>;
   steps: number;
   batches: number;
   samples: number;
@@ -130,7 +135,7 @@ function dataIdentity(source: unknown): DataIdentity | null {
 /** @internal */
 export async function checkpointIdentity(
   models: [Model, Model],
-  settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean },
+  settings: { layers1: string[]; layers2: string[]; precision: string; skipNonFinite: boolean; measures?: unknown },
   data1: unknown,
   data2: unknown,
   key: string | null,
@@ -149,6 +154,7 @@ export async function checkpointIdentity(
 const stable = (value: unknown): string => JSON.stringify(value);
 
 function describeValue(value: unknown): string {
+  if (value === undefined) return "the default (measures ['cka'])";
   if (value !== null && typeof value === 'object' && 'sha256' in value) {
     const model = value as ModelIdentity;
     return `${model.file} (${model.bytes} bytes, sha256 ${model.sha256.slice(0, 12)}…)`;
@@ -166,6 +172,7 @@ export function assertSameIdentity(saved: CheckpointIdentity, current: Checkpoin
     layers2: "model 2's layers",
     precision: 'precision',
     skipNonFinite: 'skipNonFinite',
+    measures: 'measures',
     data1: 'data 1',
     data2: 'data 2',
     key: 'checkpoint key',
@@ -264,6 +271,12 @@ export async function readCheckpoint(file: string): Promise<Checkpoint | null> {
       xy: Float64Array.from(state.xy),
       xx: Float64Array.from(state.xx),
       yy: Float64Array.from(state.yy),
+      ...(state.sigma1 && state.sigma2
+        ? {
+            sigma1: Float64Array.from(state.sigma1, (v) => v ?? Number.NaN),
+            sigma2: Float64Array.from(state.sigma2, (v) => v ?? Number.NaN),
+          }
+        : {}),
       steps: state.steps,
       batches: state.batches,
       samples: state.samples,
@@ -288,6 +301,12 @@ export async function writeCheckpoint(
       xy: Array.from(state.xy),
       xx: Array.from(state.xx),
       yy: Array.from(state.yy),
+      ...(state.sigma1?.length || state.sigma2?.length
+        ? {
+            sigma1: Array.from(state.sigma1 ?? [], (v) => (Number.isNaN(v) ? null : v)),
+            sigma2: Array.from(state.sigma2 ?? [], (v) => (Number.isNaN(v) ? null : v)),
+          }
+        : {}),
       steps: state.steps,
       batches: state.batches,
       samples: state.samples,

@@ -9,6 +9,7 @@ import { optionalText } from '../plot/options';
 import { escapeXml as escapeHtml, formatCka } from '../plot/text';
 import { validateResult } from '../plot/validate';
 import { bestMatches } from './best-match';
+import { primaryMatrix } from '../compare/measures';
 
 export interface ReportModelInfo {
   /** The model file. */
@@ -381,7 +382,7 @@ export function reportHtml(result: CKAResult, info?: ReportInfo): string {
     );
   }
   h.push('</tbody></table></div>');
-  if (data.cka.some((row) => row.includes(null))) {
+  if (primaryMatrix(data).some((row) => row.includes(null))) {
     h.push(
       `<p class="muted">Hatched cells, and ${EMPTY} in the table: CKA is undefined because a layer is constant over the data.</p>`,
     );
