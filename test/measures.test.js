@@ -7,7 +7,8 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { CKA, loadModel } = require('..');
-const { fixture, randomBatches, warningSink } = require('./helpers');
+const { spawnSync } = require('node:child_process');
+const { fixture, randomBatches, warningSink, writeNpy } = require('./helpers');
 
 const REF = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'measures', 'measures.json'), 'utf8'));
 const featuresModel = (kind) => loadModel(path.join(__dirname, 'fixtures', 'measures', `features_${kind}.pt`));
@@ -221,6 +222,104 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
         (error) => error.code === 'ERR_INVALID_ARG' && pattern.test(error.message),
         JSON.stringify(opts),
       );
+    }
+  });
+
+  describe('CLI', () => {
+    const cli = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+    const model = path.join(__dirname, 'fixtures', 'measures', 'features_scripted.pt');
+    let dir;
+    before(() => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-measures-cli-'));
+      writeNpy(path.join(dir, 'X.npy'), Float32Array.from(REF.demo.X.flat()), [100, 10]);
+      writeNpy(path.join(dir, 'Y.npy'), Float32Array.from(REF.demo.Y.flat()), [100, 10]);
+    });
+    after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const run = (...args) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+    const base = () => [
+      'compare',
+      model,
+      model,
+      '--data',
+      path.join(dir, 'X.npy'),
+      '--data2',
+      path.join(dir, 'Y.npy'),
+      '--batch-size',
+      '10',
+      '--layers1',
+      'id',
+      '--layers2',
+      'id',
+    ];
+
+    it('--measures: the demo numbers, one CSV and one heatmap per measure, a summary per measure', () => {
+      const out = path.join(dir, 'r.json');
+      const csv = path.join(dir, 'r.csv');
+      const svg = path.join(dir, 'h.svg');
+      const r = run(...base(), '--measures', 'cka,rbf_cka,dcor', '--out', out, '--csv', csv, '--plot', svg);
+      assert.equal(r.status, 0, r.stderr);
+      const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+      for (const id of ALL) assert.ok(Math.abs(json.measures[id][0][0] - REF.demo[id].value) < TOL, id);
+      assert.deepEqual(json.cka, json.measures.cka);
+      for (const [id, file] of [
+        ['cka', 'r.csv'],
+        ['rbf_cka', 'r.rbf_cka.csv'],
+        ['dcor', 'r.dcor.csv'],
+      ]) {
+        const lines = fs.readFileSync(path.join(dir, file), 'utf8').trimEnd().split('\r\n');
+        assert.equal(Number(lines[1].split(',')[1]), json.measures[id][0][0], file);
+      }
+      for (const file of ['h.svg', 'h.rbf_cka.svg', 'h.dcor.svg']) assert.ok(fs.existsSync(path.join(dir, file)), file);
+      assert.match(fs.readFileSync(path.join(dir, 'h.dcor.svg'), 'utf8'), /distance correlation/);
+      for (const name of ['linear CKA (cka)', 'RBF CKA (rbf_cka)', 'distance correlation (dcor)']) {
+        assert.ok(r.stdout.includes(name), name);
+      }
+      const plotted = path.join(dir, 'p.svg');
+      const p = run('plot', out, '--out', plotted, '--measure', 'rbf_cka');
+      assert.equal(p.status, 0, p.stderr);
+      assert.ok(fs.existsSync(plotted));
+      const missing = run('plot', out, '--out', plotted, '--measure', 'nope');
+      assert.equal(missing.status, 2);
+      assert.match(missing.stderr, /no measure 'nope'.*ERR_USAGE/);
+    });
+
+    it('--rbf-threshold and --sigma1 reach the comparison; a results file of dcor alone still plots', () => {
+      const out = path.join(dir, 's.json');
+      const r = run(
+        ...base(),
+        '--measures',
+        'rbf_cka,dcor',
+        '--sigma1',
+        'i*=2',
+        '--rbf-threshold',
+        '0.8',
+        '--out',
+        out,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+      assert.equal(json.cka, undefined);
+      assert.deepEqual(json.rbf.sigma1, [2]);
+      assert.equal(json.rbf.threshold, 0.8);
+      const p = run('plot', out, '--out', path.join(dir, 's.png'));
+      assert.equal(p.status, 0, p.stderr);
+    });
+
+    for (const [args, pattern] of [
+      [['--measures', 'cka,linear'], /--measures.*'linear'/],
+      [['--measures', 'dcor,dcor'], /'dcor' twice/],
+      [['--rbf-threshold', '-1'], /--rbf-threshold/],
+      [['--rbf-threshold', 'x'], /--rbf-threshold/],
+      [['--sigma', 'id'], /--sigma PATTERN=SIGMA/],
+      [['--sigma2', 'id=0'], /--sigma2 PATTERN=SIGMA/],
+      [['--sigma1', '=3'], /--sigma1 PATTERN=SIGMA/],
+    ]) {
+      it(`${args.join(' ')}: ERR_USAGE`, () => {
+        const r = run(...base(), ...args);
+        assert.equal(r.status, 2);
+        assert.match(r.stderr, pattern);
+        assert.match(r.stderr, /ERR_USAGE/);
+      });
     }
   });
 });

@@ -77,3 +77,22 @@ export function resultMeasures(result: { cka?: Matrix; measures?: { [id: string]
 } {
   return result.measures ?? (result.cka ? { cka: result.cka } : {});
 }
+
+/** The display name of a measure id, for titles and summaries. */
+export const MEASURE_NAMES: Readonly<Record<string, string>> = {
+  cka: 'linear CKA',
+  rbf_cka: 'RBF CKA',
+  dcor: 'distance correlation',
+};
+
+/**
+ * @internal The file of each measure when one option (--csv, --plot) writes
+ * several: the first measure gets `file` itself, each other one `file` with
+ * `.ID` before its extension (`heatmap.svg`, `heatmap.rbf_cka.svg`).
+ */
+export function measureFiles(file: string, ids: readonly string[]): Array<[string, string]> {
+  const dot = file.lastIndexOf('.');
+  const slash = Math.max(file.lastIndexOf('/'), file.lastIndexOf('\\'));
+  const [stem, ext] = dot > slash + 1 ? [file.slice(0, dot), file.slice(dot)] : [file, ''];
+  return ids.map((id, i) => [id, i === 0 ? file : `${stem}.${id}${ext}`]);
+}

@@ -19,6 +19,11 @@ export const PLOT: CommandSpec = {
   options: {
     out: { type: 'string', short: 'o', value: 'FILE', description: 'the picture to write: .svg, .png or .html' },
     title: { type: 'string', value: 'T', description: 'title (default: the model names)' },
+    measure: {
+      type: 'string',
+      value: 'ID',
+      description: 'the measure to draw (cka, rbf_cka, dcor) of a file with several (default: cka, else the first)',
+    },
   },
 };
 
@@ -55,6 +60,18 @@ async function plotCommand(argv: string[]): Promise<void> {
     parsed = JSON.parse(text);
   } catch (error) {
     throw validateResultError(file, `it is not JSON (${(error as Error).message})`);
+  }
+  const measure = stringValue(values, 'measure');
+  if (measure !== undefined) {
+    // The chosen matrix stands in for cka; the rest of the file is checked as usual.
+    const record = (parsed ?? {}) as { cka?: unknown; measures?: Record<string, unknown> };
+    const measures = record.measures ?? (record.cka !== undefined ? { cka: record.cka } : {});
+    if (typeof measures !== 'object' || !(measure in measures)) {
+      throw usageError(
+        `${file} has no measure '${measure}'; it has ${Object.keys(measures ?? {}).join(', ') || 'none'}`,
+      );
+    }
+    parsed = { ...record, cka: measures[measure] };
   }
   const result = validateResult(parsed, file);
   if (path.extname(out).toLowerCase() === '.html') {
