@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // npm run bench: compare() against the forward-pass floor.
 //
-//   node bench/bench.js [--workloads A,B,S,C,D] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node bench/bench.js [--workloads A,B,S,C,D,M] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//
+// M (measures) runs workload B's models with measures [cka], [cka, rbf_cka],
+// [cka, dcor] and [cka, rbf_cka, dcor] at 1 thread, and reports what each
+// added measure costs per step over linear CKA alone (docs/measures.md).
 //
 // D (distributed) runs workload A's models over 32 batches of 32 in 1 process
 // x 1 thread and in 2 processes x 1 thread (c10d on 127.0.0.1, Gloo), paired
@@ -59,6 +63,15 @@ const WORKLOADS = {
     batches: 32,
     n: 32,
   },
+  M: {
+    title: 'M: measures, ResNet18 vs ResNet34 blocks only: cka alone vs with rbf_cka and dcor',
+    models: ['resnet18', 'resnet34'],
+    shape: [3, 32, 32],
+    batches: 4,
+    sizes: [32, 128],
+    layers: ['conv1', 'maxpool', 'layer*.?', 'avgpool', 'fc'],
+    measureSets: [['cka'], ['cka', 'rbf_cka'], ['cka', 'dcor'], ['cka', 'rbf_cka', 'dcor']],
+  },
   C: {
     title: 'C: scaling, L tapped Linear(256) layers on each side',
     chains: [50, 200, 500],
@@ -70,7 +83,7 @@ const WORKLOADS = {
 
 function parseArgs(argv) {
   const args = {
-    workloads: ['A', 'B', 'S', 'C', 'D'],
+    workloads: ['A', 'B', 'S', 'C', 'D', 'M'],
     threads: null,
     runs: 5,
     quick: false,
@@ -122,8 +135,28 @@ function plan(args) {
   const configs = [];
   for (const key of args.workloads) {
     const w = WORKLOADS[key];
-    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C or D)`);
+    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C, D or M)`);
     if (key === 'D') continue; // distributedBench()
+    if (key === 'M') {
+      for (const n of args.quick ? [32] : w.sizes) {
+        for (const measures of w.measureSets) {
+          configs.push({
+            workload: key,
+            title: w.title,
+            models: w.models,
+            shape: w.shape,
+            batches: w.batches,
+            n,
+            threads: 1,
+            concurrent: false,
+            runs: args.runs,
+            layers: w.layers,
+            measures,
+          });
+        }
+      }
+      continue;
+    }
     if (key === 'C') {
       const chains = args.quick ? [50, 200] : w.chains;
       const sizes = args.quick ? [64, 256] : w.sizes;
@@ -358,6 +391,7 @@ async function child(config) {
       concurrent: config.concurrent,
       onWarning: () => {},
       ...layers,
+      ...(config.measures ? { measures: config.measures } : {}),
     });
     await cka.compare(batches);
     const result = cka.export();
@@ -408,6 +442,37 @@ async function child(config) {
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const range = ({ median: m, min, max }, digits, unit = '') =>
   `${m.toFixed(digits)}${unit} [${min.toFixed(digits)}-${max.toFixed(digits)}]`;
+
+/** Workload M: each measure set's compare time per step, and what it adds over [cka] alone. */
+function measuresTable(results) {
+  const m = results.filter((r) => r.workload === 'M');
+  const lines = [['batch', 'rows', 'measures', 'ms per step', 'added ms per step', 'added per extra measure']];
+  for (const r of m) {
+    const base = m.find((b) => b.n === r.n && b.measures.length === 1);
+    const step = r.compareMs.median / r.batches;
+    const added = base ? step - base.compareMs.median / base.batches : 0;
+    const extra = r.measures.length - 1;
+    lines.push([
+      String(r.n),
+      `${r.rows[0]}x${r.rows[1]}`,
+      r.measures.join(','),
+      step.toFixed(1),
+      extra ? added.toFixed(1) : '-',
+      extra
+        ? `${(added / extra).toFixed(1)} ms (${((added / extra / (base.compareMs.median / base.batches)) * 100).toFixed(0)}%)`
+        : '-',
+    ]);
+  }
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  return lines
+    .map((l) =>
+      l
+        .map((c, i) => c.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
 
 function table(results) {
   const header = [
@@ -472,7 +537,7 @@ async function main() {
   );
   const results = [];
   for (const config of configs) {
-    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}`;
+    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measures ? ` ${config.measures.join(',')}` : ''}`;
     process.stdout.write(`  ${label} ...`);
     const env = {
       ...process.env,
@@ -488,6 +553,7 @@ async function main() {
     results.push(result);
     process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
   }
+  if (results.some((r) => r.workload === 'M')) console.log(`\n${measuresTable(results)}\n`);
   if (results.length > 0) {
     console.log(`\n${table(results)}\n`);
     console.log(

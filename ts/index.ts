@@ -28,6 +28,7 @@ export type {
   CompareSummary,
   DataSource,
   LeftOutLayer,
+  Measure,
 } from './compare/types';
 export { distributedEnv } from './compare/distributed';
 export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './compare/distributed';

@@ -257,7 +257,7 @@ StepOutcome CKAEngine::run_step(const std::vector<at::Tensor>& inputs1, const st
     last_.gram_bytes = shared ? size(k) : size(k) + size(l);
     last_.block_bytes = std::min<int64_t>(HsicAccumulator::kBlockBudget,
                                           (m + p) * n * n * static_cast<int64_t>(at::elementSize(config_.pair_dtype)));
-    last_.accumulator_bytes = (m * p + m + p) * 8;
+    last_.accumulator_bytes = (m * p + m + p) * 8 * static_cast<int64_t>(config_.measures.size());
     last_.threads = threads;
     last_.concurrent = concurrent;
   }

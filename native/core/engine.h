@@ -37,7 +37,7 @@ struct CKAConfig {
 
 // What a comparison holds and did, for benchmarks.
 struct EngineStats {
-  int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8
+  int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8 per measure
   int64_t gram_bytes = 0;         // the last step's Gram buffers: (m + p) x n² x element size (once if shared)
   int64_t block_bytes = 0;        // the last step's pair-dtype block copies, at most
   int64_t forwards = 0;           // forward passes run

@@ -47,7 +47,7 @@ export interface NativeCKAOptions {
 }
 
 export interface NativeStats {
-  /** Bytes of the float64 sums: (m·p + m + p) x 8. */
+  /** Bytes of the float64 sums: (m·p + m + p) x 8 per measure. */
   accumulatorBytes: number;
   /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
   gramBytes: number;
