@@ -120,9 +120,8 @@ bool CKAEngine::has_rbf() const {
   return std::find(config_.measures.begin(), config_.measures.end(), Measure::kRbf) != config_.measures.end();
 }
 
-std::vector<double> CKAEngine::row_sigmas(const Side& side, const std::vector<Row>& rows, const GramBatch& grams,
-                                          int64_t n, const std::vector<double>& user) const {
-  (void)side;
+std::vector<double> CKAEngine::row_sigmas(const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
+                                          const std::vector<double>& user) const {
   auto user_sigma = [&](const Row& row) {
     const auto layer = static_cast<size_t>(row.layer);
     return row.layer >= 0 && layer < user.size() && !std::isnan(user[layer]) ? user[layer] : std::nan("");
@@ -266,8 +265,8 @@ StepOutcome CKAEngine::run_step(const std::vector<at::Tensor>& inputs1, const st
   std::vector<double> sigma1 = sigma1_, sigma2 = sigma2_;
   const bool fix_sigmas = has_rbf() && sigma1_.empty();
   if (fix_sigmas) {
-    sigma1 = row_sigmas(sides_[0], rows1, k, n, config_.sigmas1);
-    sigma2 = row_sigmas(sides_[1], rows2, l, n, config_.sigmas2);
+    sigma1 = row_sigmas(rows1, k, n, config_.sigmas1);
+    sigma2 = row_sigmas(rows2, l, n, config_.sigmas2);
   }
   if (calibrate) {
     check_cancelled(batch);

@@ -145,7 +145,8 @@ class CKAEngine {
   std::vector<std::unique_ptr<HsicAccumulator>> sums_;  // one per measure; empty before the first batch
   std::vector<double> sigma1_, sigma2_;                 // fixed with the rows
   bool has_rbf() const;
-  std::vector<double> row_sigmas(const Side& side, const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
+  // σ per row: the user's for the row's layer, else from `grams`' median d²; NaN where not positive and finite.
+  std::vector<double> row_sigmas(const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
                                  const std::vector<double>& user) const;
   StepOutcome run_step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2, bool calibrate);
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;

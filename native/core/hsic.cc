@@ -91,11 +91,11 @@ std::vector<double> median_sigmas(const GramBatch& batch, int64_t n, double thre
   const at::Tensor index = row_index(batch).cpu();
   std::vector<double> out;
   for (int64_t r = 0; r < index.size(0); ++r) {
-    const at::Tensor d2 = squared_distances(batch.grams[index[r].item<int64_t>()]).reshape({-1});
-    const at::Tensor sorted = std::get<0>(d2.sort()).cpu();
+    const at::Tensor d2 = squared_distances(batch.grams[index[r].item<int64_t>()]).reshape({-1}).cpu();
+    // Selection, not a sort: the k-th smallest (1-based) of the n² values.
     const int64_t count = n * n;
-    const double* v = sorted.data_ptr<double>();
-    const double median = count % 2 == 1 ? v[count / 2] : 0.5 * (v[count / 2 - 1] + v[count / 2]);
+    auto kth = [&](int64_t k) { return std::get<0>(d2.kthvalue(k)).item<double>(); };
+    const double median = count % 2 == 1 ? kth(count / 2 + 1) : 0.5 * (kth(count / 2) + kth(count / 2 + 1));
     out.push_back(threshold * std::sqrt(median));
   }
   return out;

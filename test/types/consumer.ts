@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   });
   const stopped: 'data1' | 'data2' | null = summary.stoppedEarly;
   const r: CKAResult = cka.export();
-  const cell: number | null = r.cka[0]?.[0] ?? null;
+  const cell: number | null = r.cka?.[0]?.[0] ?? r.measures?.cka?.[0]?.[0] ?? null;
   const code: string = ErrorCodes.UNKNOWN_LAYER;
   try {
     await m1.extract(batch);
