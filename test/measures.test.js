@@ -81,6 +81,21 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
     });
   }
 
+  it("precision: 'float32' keeps every measure within 1e-4 of the float64 reference", async () => {
+    const model = await featuresModel('scripted');
+    const cka = new CKA(model, model, {
+      measures: ALL,
+      precision: 'float32',
+      model1Layers: REF.layers,
+      model2Layers: REF.layers,
+      ...quiet,
+    });
+    const sizes = REF.uneven.sizes;
+    await cka.compare(batchesOf(REF.uneven.A, sizes), batchesOf(REF.uneven.B, sizes));
+    const r = cka.export();
+    for (const id of ALL) assert.ok(maxDiff(r.measures[id], REF.uneven[id].matrix) < 1e-4, id);
+  });
+
   it('invariances: rotation + translation for all three, scale for cka and dcor, not rbf with a fixed σ', async () => {
     const model = await featuresModel('scripted');
     const sizes = REF.uneven.sizes;
