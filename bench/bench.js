@@ -1,7 +1,12 @@
 #!/usr/bin/env node
 // npm run bench: compare() against the forward-pass floor.
 //
-//   node bench/bench.js [--workloads A,B,S,C,D] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node bench/bench.js [--workloads A,B,S,C,D,M] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//
+// M (measures) runs workload B's models and C's chain50 with measures [cka],
+// [cka, rbf_cka], [cka, dcor] and [cka, rbf_cka, dcor] at 1 thread, the sets
+// in turn within each round of one process, and reports what each set adds
+// per step over [cka] alone: the median of the paired per-round differences.
 //
 // D (distributed) runs workload A's models over 32 batches of 32 in 1 process
 // x 1 thread and in 2 processes x 1 thread (c10d on 127.0.0.1, Gloo), paired
@@ -59,6 +64,20 @@ const WORKLOADS = {
     batches: 32,
     n: 32,
   },
+  M: {
+    title: 'M: measures, cka alone vs with rbf_cka and dcor (ResNet18 vs ResNet34 blocks; 50 Linear(256) layers)',
+    pairs: [
+      {
+        models: ['resnet18', 'resnet34'],
+        shape: [3, 32, 32],
+        sizes: [32, 128],
+        layers: ['conv1', 'maxpool', 'layer*.?', 'avgpool', 'fc'],
+      },
+      { models: ['chain50', 'chain50'], shape: [256], sizes: [64, 256] },
+    ],
+    batches: 4,
+    measureSets: [['cka'], ['cka', 'rbf_cka'], ['cka', 'dcor'], ['cka', 'rbf_cka', 'dcor']],
+  },
   C: {
     title: 'C: scaling, L tapped Linear(256) layers on each side',
     chains: [50, 200, 500],
@@ -70,7 +89,7 @@ const WORKLOADS = {
 
 function parseArgs(argv) {
   const args = {
-    workloads: ['A', 'B', 'S', 'C', 'D'],
+    workloads: ['A', 'B', 'S', 'C', 'D', 'M'],
     threads: null,
     runs: 5,
     quick: false,
@@ -122,8 +141,28 @@ function plan(args) {
   const configs = [];
   for (const key of args.workloads) {
     const w = WORKLOADS[key];
-    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C or D)`);
+    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C, D or M)`);
     if (key === 'D') continue; // distributedBench()
+    if (key === 'M') {
+      for (const pair of w.pairs) {
+        for (const n of args.quick ? pair.sizes.slice(0, 1) : pair.sizes) {
+          configs.push({
+            workload: key,
+            title: w.title,
+            models: pair.models,
+            shape: pair.shape,
+            batches: w.batches,
+            n,
+            threads: 1,
+            concurrent: false,
+            runs: args.runs,
+            layers: pair.layers,
+            measureSets: w.measureSets,
+          });
+        }
+      }
+      continue;
+    }
     if (key === 'C') {
       const chains = args.quick ? [50, 200] : w.chains;
       const sizes = args.quick ? [64, 256] : w.sizes;
@@ -405,9 +444,73 @@ async function child(config) {
   };
 }
 
+/** Workload M in a child: every measure set in turn per round, paired with [cka] alone. */
+async function measuresChild(config) {
+  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
+  const file = (name) => path.join(MODELS, `${name}.pt`);
+  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
+  const m2 = await loadModel(file(config.models[1]), { name: `${config.models[1]}-2` });
+  const batches = makeBatches(config);
+  const layers = config.layers ? { model1Layers: config.layers, model2Layers: config.layers } : {};
+  let rows;
+  const time = async (measures) => {
+    const t = performance.now();
+    const cka = new CKA(m1, m2, { threads: 1, concurrent: false, onWarning: () => {}, measures, ...layers });
+    await cka.compare(batches);
+    const result = cka.export();
+    rows = [result.model1Layers.length, result.model2Layers.length];
+    return (performance.now() - t) / config.batches;
+  };
+  for (const measures of config.measureSets) await time(measures); // warm-up, not timed
+  const steps = config.measureSets.map(() => []);
+  for (let r = 0; r < config.runs; r += 1) {
+    for (let i = 0; i < config.measureSets.length; i += 1) steps[i].push(await time(config.measureSets[i]));
+  }
+  return {
+    workload: 'M',
+    models: config.models,
+    n: config.n,
+    rows,
+    sets: config.measureSets.map((measures, i) => ({
+      measures,
+      stepMs: stat(steps[i]),
+      addedMs: stat(steps[i].map((ms, r) => ms - steps[0][r])),
+    })),
+  };
+}
+
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const range = ({ median: m, min, max }, digits, unit = '') =>
   `${m.toFixed(digits)}${unit} [${min.toFixed(digits)}-${max.toFixed(digits)}]`;
+
+/** Workload M: per step, [cka] alone and what each set adds (median of paired differences [min-max]). */
+function measuresTable(results) {
+  const lines = [['models', 'rows', 'batch', 'measures', 'ms per step', 'added ms per step', 'per extra measure']];
+  for (const r of results) {
+    const base = r.sets[0].stepMs.median;
+    for (const set of r.sets) {
+      const extra = set.measures.length - 1;
+      lines.push([
+        r.models.join(' vs '),
+        `${r.rows[0]}x${r.rows[1]}`,
+        String(r.n),
+        set.measures.join(','),
+        range(set.stepMs, 1),
+        extra ? range(set.addedMs, 1) : '-',
+        extra ? `${((set.addedMs.median / extra / base) * 100).toFixed(1)}%` : '-',
+      ]);
+    }
+  }
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  return lines
+    .map((l) =>
+      l
+        .map((c, i) => c.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
 
 function table(results) {
   const header = [
@@ -457,7 +560,12 @@ function table(results) {
 async function main() {
   if (process.argv[2] === '--child' || process.argv[2] === '--dist-child') {
     const config = JSON.parse(process.argv[3]);
-    const result = process.argv[2] === '--child' ? await child(config) : await distributedChild(config);
+    const result =
+      process.argv[2] !== '--child'
+        ? await distributedChild(config)
+        : config.workload === 'M'
+          ? await measuresChild(config)
+          : await child(config);
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
@@ -471,8 +579,9 @@ async function main() {
       `libtorch ${info.libtorchVersion}, ${info.cores} cores, BLAS ${info.blas}, node ${process.version}`,
   );
   const results = [];
+  const measures = [];
   for (const config of configs) {
-    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}`;
+    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measureSets ? ' measure sets' : ''}`;
     process.stdout.write(`  ${label} ...`);
     const env = {
       ...process.env,
@@ -485,9 +594,15 @@ async function main() {
       maxBuffer: 1 << 24,
     });
     const result = JSON.parse(out.trim().split('\n').pop());
+    if (result.workload === 'M') {
+      measures.push(result);
+      process.stdout.write(` +${result.sets[result.sets.length - 1].addedMs.median.toFixed(1)} ms per step\n`);
+      continue;
+    }
     results.push(result);
     process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
   }
+  if (measures.length > 0) console.log(`\n${measuresTable(measures)}\n`);
   if (results.length > 0) {
     console.log(`\n${table(results)}\n`);
     console.log(
@@ -507,6 +622,7 @@ async function main() {
     node: process.version,
     runs: args.runs,
     results,
+    ...(measures.length > 0 ? { measures } : {}),
     ...(distributed ? { distributed } : {}),
   };
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);

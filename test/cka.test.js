@@ -371,6 +371,7 @@ describe('CKA data handling', () => {
       'cka',
       'dataset1Name',
       'dataset2Name',
+      'measures',
       'model1Layers',
       'model1Name',
       'model1Views',

@@ -295,6 +295,7 @@ describe('torch-cka CLI', function () {
         'dataset1Name',
         'dataset2Name',
         'cka',
+        'measures',
         'samples',
         'batches',
       ];

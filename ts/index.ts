@@ -28,6 +28,7 @@ export type {
   CompareSummary,
   DataSource,
   LeftOutLayer,
+  Measure,
 } from './compare/types';
 export type { View, ViewMap } from './compare/views';
 export { distributedEnv } from './compare/distributed';

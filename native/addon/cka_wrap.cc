@@ -1,5 +1,7 @@
 #include "cka_wrap.h"
 
+#include <cmath>
+
 #include "addon_data.h"
 #include "convert.h"
 #include "js_errors.h"
@@ -83,6 +85,33 @@ std::vector<Row> rows_from_js(Napi::Env env, const Napi::Object& state, const ch
   return rows;
 }
 
+// An array of numbers (null: NaN, i.e. no user value), or undefined: empty.
+std::vector<double> sigmas_from_js(Napi::Env env, const Napi::Value& value, const char* key) {
+  std::vector<double> out;
+  if (value.IsUndefined() || value.IsNull()) return out;
+  if (!value.IsArray()) throw type_error(env, std::string("Expected ") + key + " to be an array");
+  Napi::Array array = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    if (item.IsNull() || item.IsUndefined()) {
+      out.push_back(std::nan(""));
+    } else if (item.IsNumber()) {
+      out.push_back(item.As<Napi::Number>().DoubleValue());
+    } else {
+      throw type_error(env, std::string("Expected ") + key + " to hold numbers or null");
+    }
+  }
+  return out;
+}
+
+Napi::Array optional_numbers_to_js(Napi::Env env, const std::vector<double>& values) {
+  Napi::Array out = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    out.Set(static_cast<uint32_t>(i), std::isnan(values[i]) ? env.Null() : Napi::Number::New(env, values[i]));
+  }
+  return out;
+}
+
 }  // namespace
 
 Napi::Function NativeCKA::Init(Napi::Env env) {
@@ -90,7 +119,8 @@ Napi::Function NativeCKA::Init(Napi::Env env) {
                      {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Result>("result"),
                       InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
                       InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
-                      InstanceMethod<&NativeCKA::Reset>("reset"), InstanceAccessor<&NativeCKA::Busy>("busy")});
+                      InstanceMethod<&NativeCKA::Reset>("reset"), InstanceMethod<&NativeCKA::Calibrate>("calibrate"),
+                      InstanceMethod<&NativeCKA::Sigmas>("sigmas"), InstanceAccessor<&NativeCKA::Busy>("busy")});
 }
 
 NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCKA>(info) {
@@ -136,6 +166,38 @@ NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCK
       if (!skip.IsBoolean()) throw type_error(env, "Expected skipNonFinite to be a boolean");
       config.skip_non_finite = skip.As<Napi::Boolean>().Value();
     }
+    Napi::Value measures = options.Get("measures");
+    if (!measures.IsUndefined()) {
+      config.measures.clear();
+      for (const std::string& id : strings_from_js(measures, "measures")) {
+        if (id == "cka") {
+          config.measures.push_back(Measure::kLinear);
+        } else if (id == "rbf_cka") {
+          config.measures.push_back(Measure::kRbf);
+        } else if (id == "dcor") {
+          config.measures.push_back(Measure::kDcor);
+        } else {
+          throw make_error(env, {codes::kInvalidArg,
+                                 "Expected measures to hold 'cka', 'rbf_cka' or 'dcor' but received '" + id + "'",
+                                 ErrorKind::RangeError});
+        }
+      }
+      if (config.measures.empty()) {
+        throw make_error(env,
+                         {codes::kInvalidArg, "Expected measures to name at least one measure", ErrorKind::RangeError});
+      }
+    }
+    Napi::Value threshold = options.Get("rbfThreshold");
+    if (!threshold.IsUndefined()) {
+      const double value = threshold.IsNumber() ? threshold.As<Napi::Number>().DoubleValue() : -1.0;
+      if (!(value > 0) || !std::isfinite(value)) {
+        throw make_error(
+            env, {codes::kInvalidArg, "Expected rbfThreshold to be a positive finite number", ErrorKind::RangeError});
+      }
+      config.rbf_threshold = value;
+    }
+    config.sigmas1 = sigmas_from_js(env, options.Get("sigmas1"), "sigmas1");
+    config.sigmas2 = sigmas_from_js(env, options.Get("sigmas2"), "sigmas2");
     engine_ = std::make_shared<CKAEngine>(std::move(model1), std::move(model2), std::move(config));
   });
 }
@@ -201,16 +263,22 @@ Napi::Value NativeCKA::Result(const Napi::CallbackInfo& info) {
     out.Set("rows1", strings_to_js(env, result.rows1));
     out.Set("rows2", strings_to_js(env, result.rows2));
     const size_t p = result.rows2.size();
-    Napi::Array matrix = Napi::Array::New(env, result.rows1.size());
-    for (size_t a = 0; a < result.rows1.size(); ++a) {
-      Napi::Array row = Napi::Array::New(env, p);
-      for (size_t b = 0; b < p; ++b) {
-        const auto& value = result.cka[a * p + b];
-        row.Set(static_cast<uint32_t>(b), value ? Napi::Value(Napi::Number::New(env, *value)) : env.Null());
+    Napi::Array matrices = Napi::Array::New(env, result.matrices.size());
+    for (size_t i = 0; i < result.matrices.size(); ++i) {
+      Napi::Array matrix = Napi::Array::New(env, result.rows1.size());
+      for (size_t a = 0; a < result.rows1.size(); ++a) {
+        Napi::Array row = Napi::Array::New(env, p);
+        for (size_t b = 0; b < p; ++b) {
+          const auto& value = result.matrices[i][a * p + b];
+          row.Set(static_cast<uint32_t>(b), value ? Napi::Value(Napi::Number::New(env, *value)) : env.Null());
+        }
+        matrix.Set(static_cast<uint32_t>(a), row);
       }
-      matrix.Set(static_cast<uint32_t>(a), row);
+      matrices.Set(static_cast<uint32_t>(i), matrix);
     }
-    out.Set("cka", matrix);
+    out.Set("matrices", matrices);
+    out.Set("sigma1", optional_numbers_to_js(env, result.sigma1));
+    out.Set("sigma2", optional_numbers_to_js(env, result.sigma2));
     out.Set("self1", numbers_to_js(env, result.self1));
     out.Set("self2", numbers_to_js(env, result.self2));
     out.Set("samples", static_cast<double>(result.samples));
@@ -253,6 +321,8 @@ Napi::Value NativeCKA::State(const Napi::CallbackInfo& info) {
     out.Set("xy", doubles_to_js(env, state.xy));
     out.Set("xx", doubles_to_js(env, state.xx));
     out.Set("yy", doubles_to_js(env, state.yy));
+    out.Set("sigma1", doubles_to_js(env, state.sigma1));
+    out.Set("sigma2", doubles_to_js(env, state.sigma2));
     out.Set("steps", static_cast<double>(state.steps));
     out.Set("batches", static_cast<double>(state.batches));
     out.Set("samples", static_cast<double>(state.samples));
@@ -273,6 +343,8 @@ Napi::Value NativeCKA::Restore(const Napi::CallbackInfo& info) {
     state.xy = doubles_from_js(env, object, "xy");
     state.xx = doubles_from_js(env, object, "xx");
     state.yy = doubles_from_js(env, object, "yy");
+    if (!object.Get("sigma1").IsUndefined()) state.sigma1 = doubles_from_js(env, object, "sigma1");
+    if (!object.Get("sigma2").IsUndefined()) state.sigma2 = doubles_from_js(env, object, "sigma2");
     state.steps = count_from_js(env, object, "steps");
     state.batches = count_from_js(env, object, "batches");
     state.samples = count_from_js(env, object, "samples");
@@ -288,6 +360,45 @@ Napi::Value NativeCKA::Reset(const Napi::CallbackInfo& info) {
     RequireIdle(env, "reset the sums");
     engine_->reset();
     return env.Undefined();
+  });
+}
+
+Napi::Value NativeCKA::Calibrate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "calibrate");
+    std::vector<at::Tensor> inputs1 = inputs_from_js(info[0], "batch 0 of data 1");
+    const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
+    std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], "batch 0 of data 2");
+    std::shared_ptr<CKAEngine> engine = engine_;
+    engine->arm();
+    busy_ = true;
+    Ref();
+    return PromiseWorker<StepOutcome>::Start(
+        env,
+        [engine, inputs1 = std::move(inputs1), inputs2 = std::move(inputs2), same] {
+          return engine->calibrate(inputs1, same ? nullptr : &inputs2);
+        },
+        [](Napi::Env env, StepOutcome& outcome) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("n", static_cast<double>(outcome.n));
+          out.Set("skipped", outcome.skipped);
+          return out;
+        },
+        [this] {
+          busy_ = false;
+          Unref();
+        });
+  });
+}
+
+Napi::Value NativeCKA::Sigmas(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("sigma1", doubles_to_js(env, engine_->sigma1()));
+    out.Set("sigma2", doubles_to_js(env, engine_->sigma2()));
+    return out;
   });
 }
 

@@ -28,6 +28,8 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value State(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
+  Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value Sigmas(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 

@@ -9,6 +9,7 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <optional>
@@ -130,8 +131,42 @@ bool same_selection(const LayerSelection& a, const LayerSelection& b) {
 
 }  // namespace
 
+bool CKAEngine::has_rbf() const {
+  return std::find(config_.measures.begin(), config_.measures.end(), Measure::kRbf) != config_.measures.end();
+}
+
+std::vector<double> CKAEngine::row_sigmas(const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
+                                          const std::vector<double>& user) const {
+  auto user_sigma = [&](const Row& row) {
+    const auto layer = static_cast<size_t>(row.layer);
+    return row.layer >= 0 && layer < user.size() && !std::isnan(user[layer]) ? user[layer] : std::nan("");
+  };
+  bool all_user = true;
+  for (const auto& row : rows) all_user = all_user && !std::isnan(user_sigma(row));
+  std::vector<double> out =
+      all_user ? std::vector<double>(rows.size(), 0.0) : median_sigmas(grams, n, config_.rbf_threshold);
+  for (size_t r = 0; r < rows.size() && r < out.size(); ++r) {
+    const double given = user_sigma(rows[r]);
+    if (!std::isnan(given)) out[r] = given;
+    if (!(out[r] > 0) || !std::isfinite(out[r])) out[r] = std::nan("");  // degenerate: that row's values are null
+  }
+  return out;
+}
+
 StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
-  const int64_t index = steps_++;
+  return run_step(inputs1, inputs2, false);
+}
+
+StepOutcome CKAEngine::calibrate(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2) {
+  if (!sums_.empty() || batches_ > 0) {
+    throw CKAError(codes::kInvalidArg, "calibrate() only runs before any batch is compared", ErrorKind::Error);
+  }
+  return run_step(inputs1, inputs2, true);
+}
+
+StepOutcome CKAEngine::run_step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2,
+                                bool calibrate) {
+  const int64_t index = calibrate ? 0 : steps_++;
   const std::string batch = "batch " + std::to_string(index);
   StepOutcome outcome;
   const int64_t n = batch_size(inputs1, "Batch " + std::to_string(index) + " of data 1");
@@ -147,6 +182,11 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   }
   outcome.n = n;
   if (n < 4) {
+    if (calibrate) {
+      outcome.skipped = true;
+      outcome.skip_reason = "small";
+      return outcome;
+    }
     ++skipped_;
     outcome.skipped = true;
     outcome.skip_reason = "small";
@@ -232,25 +272,57 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
     last_.gram_bytes = shared ? size(k) : size(k) + size(l);
     last_.block_bytes = std::min<int64_t>(HsicAccumulator::kBlockBudget,
                                           (m + p) * n * n * static_cast<int64_t>(at::elementSize(config_.pair_dtype)));
-    last_.accumulator_bytes = (m * p + m + p) * 8;
+    last_.accumulator_bytes = (m * p + m + p) * 8 * static_cast<int64_t>(config_.measures.size());
     last_.threads = threads;
     last_.concurrent = concurrent;
   }
 
-  std::unique_ptr<HsicAccumulator> fresh;
-  HsicAccumulator* sums = sums_.get();
-  if (sums == nullptr) {
-    fresh = std::make_unique<HsicAccumulator>(static_cast<int64_t>(rows1.size()), static_cast<int64_t>(rows2.size()),
-                                              sides_[0].model->device(), config_.pair_dtype);
-    sums = fresh.get();
+  // RBF σ: fixed by the first accumulated batch (or restored), per row.
+  std::vector<double> sigma1 = sigma1_, sigma2 = sigma2_;
+  const bool fix_sigmas = has_rbf() && sigma1_.empty();
+  if (fix_sigmas) {
+    sigma1 = row_sigmas(rows1, k, n, config_.sigmas1);
+    sigma2 = row_sigmas(rows2, l, n, config_.sigmas2);
+  }
+  if (calibrate) {
+    check_cancelled(batch);
+    if (sides_[0].rows.empty()) sides_[0].rows = std::move(planned1);
+    if (sides_[1].rows.empty()) sides_[1].rows = std::move(planned2);
+    if (fix_sigmas) {
+      sigma1_ = std::move(sigma1);
+      sigma2_ = std::move(sigma2);
+    }
+    return outcome;
   }
   std::vector<std::vector<int64_t>> shapes1 = std::move(k.shapes), shapes2 = std::move(l.shapes);
-  const BatchHsic terms = sums->compute(std::move(k), std::move(l), n);
 
-  const bool finite =
-      at::stack({at::isfinite(terms.xx).all(), at::isfinite(terms.yy).all(), at::isfinite(terms.xy).all()})
-          .all()
-          .item<bool>();
+  std::vector<std::unique_ptr<HsicAccumulator>> fresh;
+  if (sums_.empty()) {
+    for (size_t i = 0; i < config_.measures.size(); ++i) {
+      fresh.push_back(std::make_unique<HsicAccumulator>(static_cast<int64_t>(rows1.size()),
+                                                        static_cast<int64_t>(rows2.size()), sides_[0].model->device(),
+                                                        config_.pair_dtype));
+    }
+  }
+  auto sums_of = [&](size_t i) -> HsicAccumulator& { return fresh.empty() ? *sums_[i] : *fresh[i]; };
+  // The kernel measures read the Grams; the linear one (last) consumes them.
+  std::vector<BatchHsic> all_terms(config_.measures.size());
+  for (size_t i = 0; i < config_.measures.size(); ++i) {
+    if (config_.measures[i] == Measure::kLinear) continue;
+    check_cancelled(batch);
+    all_terms[i] = sums_of(i).compute_kernel(config_.measures[i], k, l, n, sigma1, sigma2);
+  }
+  for (size_t i = 0; i < config_.measures.size(); ++i) {
+    if (config_.measures[i] == Measure::kLinear) all_terms[i] = sums_of(i).compute(std::move(k), std::move(l), n);
+  }
+  const BatchHsic& terms = all_terms.front();
+
+  bool finite = true;
+  for (const BatchHsic& t : all_terms) {
+    finite =
+        finite &&
+        at::stack({at::isfinite(t.xx).all(), at::isfinite(t.yy).all(), at::isfinite(t.xy).all()}).all().item<bool>();
+  }
   if (!finite) {
     std::string where;
     auto first_bad = [](const at::Tensor& t) { return at::nonzero(at::logical_not(at::isfinite(t.cpu()))); };
@@ -277,12 +349,16 @@ StepOutcome CKAEngine::step(const std::vector<at::Tensor>& inputs1, const std::v
   }
 
   check_cancelled(batch);
-  if (fresh) sums_ = std::move(fresh);
+  if (!fresh.empty()) sums_ = std::move(fresh);
   if (sides_[0].rows.empty()) sides_[0].rows = std::move(planned1);
   if (sides_[1].rows.empty()) sides_[1].rows = std::move(planned2);
   if (sides_[0].shapes.size() != sides_[0].rows.size()) sides_[0].shapes = std::move(shapes1);
   if (sides_[1].shapes.size() != sides_[1].rows.size()) sides_[1].shapes = std::move(shapes2);
-  sums_->add(terms);
+  if (fix_sigmas) {
+    sigma1_ = std::move(sigma1);
+    sigma2_ = std::move(sigma2);
+  }
+  for (size_t i = 0; i < sums_.size(); ++i) sums_[i]->add(all_terms[i]);
   ++batches_;
   samples_ += n;
   return outcome;
@@ -295,7 +371,7 @@ void CKAEngine::check_cancelled(const std::string& batch) const {
 }
 
 EngineState CKAEngine::state() const {
-  if (!sums_) throw CKAError(codes::kNoData, "No batch has been compared yet; there is no state to save");
+  if (sums_.empty()) throw CKAError(codes::kNoData, "No batch has been compared yet; there is no state to save");
   EngineState out;
   out.rows1 = sides_[0].rows;
   out.rows2 = sides_[1].rows;
@@ -303,9 +379,14 @@ EngineState CKAEngine::state() const {
     const at::Tensor c = t.to(at::kCPU, at::kDouble).contiguous();
     return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
   };
-  out.xy = values(sums_->xy());
-  out.xx = values(sums_->xx());
-  out.yy = values(sums_->yy());
+  for (const auto& sums : sums_) {
+    for (auto [to, from] : {std::pair{&out.xy, sums->xy()}, {&out.xx, sums->xx()}, {&out.yy, sums->yy()}}) {
+      const std::vector<double> v = values(from);
+      to->insert(to->end(), v.begin(), v.end());
+    }
+  }
+  out.sigma1 = sigma1_;
+  out.sigma2 = sigma2_;
   out.steps = steps_;
   out.batches = batches_;
   out.samples = samples_;
@@ -317,7 +398,7 @@ void CKAEngine::restore(const EngineState& state) {
   auto invalid = [](const std::string& message) {
     return CKAError(codes::kInvalidArg, message, ErrorKind::RangeError);
   };
-  if (sums_ || batches_ > 0) throw invalid("A saved state can only be restored before any batch is compared");
+  if (!sums_.empty() || batches_ > 0) throw invalid("A saved state can only be restored before any batch is compared");
   auto check_rows = [&](const Side& side, const std::vector<Row>& rows) {
     if (rows.empty()) throw invalid("The saved state has no layers for model " + side.label);
     const auto& layers = side.model->layers();
@@ -331,10 +412,18 @@ void CKAEngine::restore(const EngineState& state) {
   check_rows(sides_[0], state.rows1);
   check_rows(sides_[1], state.rows2);
   const auto m = static_cast<int64_t>(state.rows1.size()), p = static_cast<int64_t>(state.rows2.size());
-  if (static_cast<int64_t>(state.xy.size()) != m * p || static_cast<int64_t>(state.xx.size()) != m ||
-      static_cast<int64_t>(state.yy.size()) != p) {
+  const auto count = static_cast<int64_t>(config_.measures.size());
+  if (static_cast<int64_t>(state.xy.size()) != count * m * p || static_cast<int64_t>(state.xx.size()) != count * m ||
+      static_cast<int64_t>(state.yy.size()) != count * p) {
     throw invalid("The saved state's sums do not match its " + std::to_string(m) + " x " + std::to_string(p) +
-                  " layers");
+                  " layers and " + std::to_string(count) + " measure(s)");
+  }
+  const size_t sigma_rows1 = has_rbf() ? static_cast<size_t>(m) : 0,
+               sigma_rows2 = has_rbf() ? static_cast<size_t>(p) : 0;
+  if (state.sigma1.size() != sigma_rows1 || state.sigma2.size() != sigma_rows2) {
+    throw invalid("The saved state's RBF sigmas (" + std::to_string(state.sigma1.size()) + " + " +
+                  std::to_string(state.sigma2.size()) + ") do not match " + std::to_string(sigma_rows1) + " + " +
+                  std::to_string(sigma_rows2) + " rows");
   }
   if (state.batches < 1 || state.samples < 4 * state.batches || state.skipped < 0 ||
       state.steps < state.batches + state.skipped) {
@@ -343,13 +432,20 @@ void CKAEngine::restore(const EngineState& state) {
   auto tensor = [](const std::vector<double>& v) {
     return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, at::kDouble).clone();
   };
-  auto sums = std::make_unique<HsicAccumulator>(m, p, sides_[0].model->device(), config_.pair_dtype);
-  sums->set(tensor(state.xy), tensor(state.xx), tensor(state.yy));
+  std::vector<std::unique_ptr<HsicAccumulator>> all;
+  for (int64_t i = 0; i < count; ++i) {
+    auto sums = std::make_unique<HsicAccumulator>(m, p, sides_[0].model->device(), config_.pair_dtype);
+    sums->set(tensor(state.xy).slice(0, i * m * p, (i + 1) * m * p), tensor(state.xx).slice(0, i * m, (i + 1) * m),
+              tensor(state.yy).slice(0, i * p, (i + 1) * p));
+    all.push_back(std::move(sums));
+  }
   sides_[0].rows = state.rows1;
   sides_[1].rows = state.rows2;
   sides_[0].shapes.clear();  // learnt again from the next batch
   sides_[1].shapes.clear();
-  sums_ = std::move(sums);
+  sums_ = std::move(all);
+  sigma1_ = state.sigma1;
+  sigma2_ = state.sigma2;
   steps_ = state.steps;
   batches_ = state.batches;
   samples_ = state.samples;
@@ -357,7 +453,9 @@ void CKAEngine::restore(const EngineState& state) {
 }
 
 void CKAEngine::reset() {
-  sums_.reset();
+  sums_.clear();
+  sigma1_.clear();
+  sigma2_.clear();
   sides_[0].rows.clear();
   sides_[1].rows.clear();
   sides_[0].shapes.clear();
@@ -373,7 +471,7 @@ EngineStats CKAEngine::stats() const {
 }
 
 CKAResult CKAEngine::result() const {
-  if (!sums_) {
+  if (sums_.empty()) {
     throw CKAError(codes::kNoData, "No batch has been compared yet" +
                                        (skipped_ > 0 ? " (" + std::to_string(skipped_) +
                                                            " batch(es) skipped for having fewer than 4 samples)"
@@ -383,34 +481,57 @@ CKAResult CKAEngine::result() const {
   CKAResult out;
   for (const auto& row : sides_[0].rows) out.rows1.push_back(row.name);
   for (const auto& row : sides_[1].rows) out.rows2.push_back(row.name);
-  const at::Tensor xy = sums_->xy().cpu().contiguous();
-  const at::Tensor xx = sums_->xx().cpu().contiguous();
-  const at::Tensor yy = sums_->yy().cpu().contiguous();
-  const int64_t m = xy.size(0), p = xy.size(1);
-  const double* pxy = xy.data_ptr<double>();
-  out.self1.assign(xx.data_ptr<double>(), xx.data_ptr<double>() + m);
-  out.self2.assign(yy.data_ptr<double>(), yy.data_ptr<double>() + p);
-  out.cka.reserve(static_cast<size_t>(m * p));
-  for (int64_t a = 0; a < m; ++a) {
-    for (int64_t b = 0; b < p; ++b) {
-      const double denominator = std::sqrt(out.self1[a] * out.self2[b]);
-      if (out.self1[a] > 0 && out.self2[b] > 0 && std::isfinite(denominator)) {
-        out.cka.emplace_back(pxy[a * p + b] / denominator);
-      } else {
-        out.cka.emplace_back(std::nullopt);
+  for (size_t i = 0; i < sums_.size(); ++i) {
+    const at::Tensor xy = sums_[i]->xy().cpu().contiguous();
+    const at::Tensor xx = sums_[i]->xx().cpu().contiguous();
+    const at::Tensor yy = sums_[i]->yy().cpu().contiguous();
+    const int64_t m = xy.size(0), p = xy.size(1);
+    const double* pxy = xy.data_ptr<double>();
+    const std::vector<double> self1(xx.data_ptr<double>(), xx.data_ptr<double>() + m);
+    const std::vector<double> self2(yy.data_ptr<double>(), yy.data_ptr<double>() + p);
+    std::vector<std::optional<double>> matrix;
+    matrix.reserve(static_cast<size_t>(m * p));
+    for (int64_t a = 0; a < m; ++a) {
+      for (int64_t b = 0; b < p; ++b) {
+        const double denominator = std::sqrt(self1[a] * self2[b]);
+        if (self1[a] > 0 && self2[b] > 0 && std::isfinite(denominator)) {
+          matrix.emplace_back(pxy[a * p + b] / denominator);
+        } else {
+          matrix.emplace_back(std::nullopt);
+        }
       }
     }
+    out.matrices.push_back(std::move(matrix));
+    if (i == 0) {
+      out.self1 = self1;
+      out.self2 = self2;
+    }
   }
+  out.sigma1 = sigma1_;
+  out.sigma2 = sigma2_;
+  const bool first_rbf = config_.measures.front() == Measure::kRbf;
   auto warn_constant = [&](const std::vector<double>& self, const std::vector<std::string>& rows,
-                           const std::string& label) {
+                           const std::string& label, const std::vector<double>& sigma) {
     for (size_t i = 0; i < self.size(); ++i) {
       if (self[i] > 0) continue;
+      if (first_rbf && i < sigma.size() && std::isnan(sigma[i])) continue;  // warned below
       out.warnings.push_back("Layer '" + rows[i] + "' of model " + label + " does not vary over the data (self-HSIC " +
                              std::to_string(self[i]) + "): its CKA values are null");
     }
   };
-  warn_constant(out.self1, out.rows1, sides_[0].label);
-  warn_constant(out.self2, out.rows2, sides_[1].label);
+  warn_constant(out.self1, out.rows1, sides_[0].label, sigma1_);
+  warn_constant(out.self2, out.rows2, sides_[1].label, sigma2_);
+  auto warn_sigma = [&](const std::vector<double>& sigma, const std::vector<std::string>& rows,
+                        const std::string& label) {
+    for (size_t i = 0; i < sigma.size() && i < rows.size(); ++i) {
+      if (!std::isnan(sigma[i])) continue;
+      out.warnings.push_back("Layer '" + rows[i] + "' of model " + label +
+                             " has no RBF sigma (the median squared distance of its first batch is 0): its rbf_cka "
+                             "values are null");
+    }
+  };
+  warn_sigma(sigma1_, out.rows1, sides_[0].label);
+  warn_sigma(sigma2_, out.rows2, sides_[1].label);
   out.samples = samples_;
   out.batches = batches_;
   out.skipped = skipped_;

@@ -28,11 +28,19 @@ struct CKAConfig {
   // NaN or Inf in a layer's output: skip that batch with a warning instead of
   // failing with ERR_NON_FINITE.
   bool skip_non_finite = false;
+  // The kernels compared, each at most once (docs/measures.md); the first
+  // one's self-HSIC tells constant layers in the warnings.
+  std::vector<Measure> measures{Measure::kLinear};
+  // RBF CKA: σ = rbf_threshold x √(median d²) of the first accumulated batch,
+  // per row, unless the row's layer has a user σ here (indexed by the
+  // model's layer index; NaN or missing: from the data).
+  double rbf_threshold = 0.5;
+  std::vector<double> sigmas1, sigmas2;
 };
 
 // What a comparison holds and did, for benchmarks.
 struct EngineStats {
-  int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8
+  int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8 per measure
   int64_t gram_bytes = 0;         // the last step's Gram buffers: (m + p) x n² x element size (once if shared)
   int64_t block_bytes = 0;        // the last step's pair-dtype block copies, at most
   int64_t forwards = 0;           // forward passes run
@@ -62,14 +70,19 @@ struct StepOutcome {
 // same models and layers continues the sums exactly where they were.
 struct EngineState {
   std::vector<Row> rows1, rows2;
-  std::vector<double> xy, xx, yy;  // row-major m x p, m, p
+  // Per measure of the config in its order, one after another: M x (m x p), M x m, M x p.
+  std::vector<double> xy, xx, yy;
+  // RBF σ per row (NaN: undefined); empty without rbf_cka.
+  std::vector<double> sigma1, sigma2;
   int64_t steps = 0, batches = 0, samples = 0, skipped = 0;
 };
 
 struct CKAResult {
   std::vector<std::string> rows1, rows2;
-  std::vector<std::optional<double>> cka;  // row-major, rows1.size() x rows2.size()
-  std::vector<double> self1, self2;        // summed self-HSIC per row
+  // One row-major rows1.size() x rows2.size() matrix per measure of the config.
+  std::vector<std::vector<std::optional<double>>> matrices;
+  std::vector<double> self1, self2;    // summed self-HSIC per row, of the first measure
+  std::vector<double> sigma1, sigma2;  // RBF σ per row (NaN: undefined); empty without rbf_cka
   int64_t samples = 0, batches = 0, skipped = 0;
   std::vector<std::string> warnings;
 };
@@ -83,11 +96,19 @@ class CKAEngine {
   // when `inputs2` is null). Batches with n < 4 are skipped. Either the whole
   // step is added to the sums or, on an error, nothing is.
   StepOutcome step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2);
+  // Runs one batch only to fix the rows and RBF σ as if it were the first
+  // accumulated one, adding nothing (a distributed rank other than 0 runs the
+  // stream's batch 0 this way, so that every rank uses the same σ). Only
+  // before any batch was added.
+  StepOutcome calibrate(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2);
 
   // Throws ERR_NO_DATA before the first accumulated batch.
   CKAResult result() const;
 
   int64_t steps() const { return steps_; }
+  // The RBF σ per row once fixed (NaN: undefined), else empty.
+  const std::vector<double>& sigma1() const { return sigma1_; }
+  const std::vector<double>& sigma2() const { return sigma2_; }
   EngineStats stats() const;
 
   // A copy of the sums and counts; ERR_NO_DATA before any batch was added.
@@ -126,7 +147,13 @@ class CKAEngine {
 
   Side sides_[2];
   CKAConfig config_;
-  std::unique_ptr<HsicAccumulator> sums_;
+  std::vector<std::unique_ptr<HsicAccumulator>> sums_;  // one per measure; empty before the first batch
+  std::vector<double> sigma1_, sigma2_;                 // fixed with the rows
+  bool has_rbf() const;
+  // σ per row: the user's for the row's layer, else from `grams`' median d²; NaN where not positive and finite.
+  std::vector<double> row_sigmas(const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
+                                 const std::vector<double>& user) const;
+  StepOutcome run_step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2, bool calibrate);
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;
   std::atomic<int64_t> forwards_{0}, reused_{0};
   std::atomic<bool> cancelled_{false};

@@ -32,6 +32,11 @@ at::Tensor varies_mask(const GramBatch& batch, int64_t n, at::ScalarType pair_dt
 
 }  // namespace
 
+// The HSIC terms of two sets of Grams whose diagonals are already zero, times
+// the masks (one per slot of `k`/`l`), picked out by their row maps.
+BatchHsic hsic_products(GramBatch k, GramBatch l, int64_t n, const at::Tensor& mask_a, const at::Tensor& mask_b,
+                        c10::Device device_, at::ScalarType pair_dtype_);
+
 HsicAccumulator::HsicAccumulator(int64_t m, int64_t p, c10::Device device, at::ScalarType pair_dtype)
     : m_(m), p_(p), device_(device), pair_dtype_(pair_dtype) {
   const auto options = at::TensorOptions().dtype(at::kDouble).device(device);
@@ -57,7 +62,84 @@ BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
   // K̃: the Grams with a zero diagonal.
   k.grams.diagonal(0, 1, 2).zero_();
   l.grams.diagonal(0, 1, 2).zero_();
+  return hsic_products(std::move(k), std::move(l), n, mask_a, mask_b, device_, pair_dtype_);
+}
 
+namespace {
+
+// Rows of `batch` as one tensor (rows, n, n), and the row map's index tensor.
+at::Tensor row_index(const GramBatch& batch) {
+  std::vector<int64_t> rows = batch.rows;
+  if (rows.empty()) {
+    for (int64_t i = 0; i < batch.grams.size(0); ++i) rows.push_back(i);
+  }
+  return at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(batch.grams.device());
+}
+
+// d² of one slot in float64: Kᵢᵢ + Kⱼⱼ - 2Kᵢⱼ, clamped at 0, diagonal exactly 0.
+at::Tensor squared_distances(const at::Tensor& gram) {
+  const at::Tensor g = gram.to(at::kDouble);
+  const at::Tensor diag = g.diagonal().clone();
+  at::Tensor d2 = (diag.unsqueeze(1) + diag.unsqueeze(0) - g * 2.0).clamp_min_(0.0);
+  d2.diagonal().zero_();
+  return d2;
+}
+
+}  // namespace
+
+std::vector<double> median_sigmas(const GramBatch& batch, int64_t n, double threshold) {
+  const at::Tensor index = row_index(batch).cpu();
+  std::vector<double> out;
+  for (int64_t r = 0; r < index.size(0); ++r) {
+    const at::Tensor d2 = squared_distances(batch.grams[index[r].item<int64_t>()]).reshape({-1}).cpu();
+    // Selection, not a sort: the k-th smallest (1-based) of the n² values.
+    const int64_t count = n * n;
+    auto kth = [&](int64_t k) { return std::get<0>(d2.kthvalue(k)).item<double>(); };
+    const double median = count % 2 == 1 ? kth(count / 2 + 1) : 0.5 * (kth(count / 2) + kth(count / 2 + 1));
+    out.push_back(threshold * std::sqrt(median));
+  }
+  return out;
+}
+
+BatchHsic HsicAccumulator::compute_kernel(Measure measure, const GramBatch& k, const GramBatch& l, int64_t n,
+                                          const std::vector<double>& sigma1, const std::vector<double>& sigma2) const {
+  // One kernel per comparison row (two rows sharing a slot may have two σ),
+  // built slot by slot in float64 and kept in the pair dtype with a zero diagonal.
+  auto kernels = [&](const GramBatch& batch, const std::vector<double>& sigma, at::Tensor* mask) {
+    const at::Tensor index = row_index(batch);
+    const int64_t rows = index.size(0);
+    *mask = varies_mask(batch, n, pair_dtype_).to(device_).index_select(0, index.to(device_));
+    at::Tensor out = at::empty({rows, n, n}, at::TensorOptions().dtype(pair_dtype_).device(device_));
+    const at::Tensor cpu_index = index.cpu();
+    std::vector<double> usable(static_cast<size_t>(rows), 1.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      at::Tensor d2 = squared_distances(batch.grams[cpu_index[r].item<int64_t>()].to(device_));
+      at::Tensor kernel;
+      if (measure == Measure::kRbf) {
+        const double s = static_cast<size_t>(r) < sigma.size() ? sigma[static_cast<size_t>(r)] : 0.0;
+        if (!(s > 0) || !std::isfinite(s)) {
+          usable[static_cast<size_t>(r)] = 0.0;
+          out[r].zero_();
+          continue;
+        }
+        kernel = (d2 * (-1.0 / (2.0 * s * s))).exp_();
+      } else {
+        kernel = d2.sqrt_();
+      }
+      kernel.diagonal().zero_();
+      out[r].copy_(kernel);
+    }
+    *mask = *mask * at::tensor(usable, at::TensorOptions().dtype(at::kDouble)).to(device_, pair_dtype_);
+    return GramBatch{out, at::Tensor(), {}};
+  };
+  at::Tensor mask_a, mask_b;
+  GramBatch ka = kernels(k, sigma1, &mask_a);
+  GramBatch lb = kernels(l, sigma2, &mask_b);
+  return hsic_products(std::move(ka), std::move(lb), n, mask_a, mask_b, device_, pair_dtype_);
+}
+
+BatchHsic hsic_products(GramBatch k, GramBatch l, int64_t n, const at::Tensor& mask_a, const at::Tensor& mask_b,
+                        c10::Device device_, at::ScalarType pair_dtype_) {
   // The Grams are symmetric, so tr(K̃L̃) = Σᵢⱼ K̃ᵢⱼL̃ᵢⱼ needs only the blocks on
   // and above the diagonal: for rows I = [i0, i1), the diagonal block counts
   // once and the block right of it, columns [i1, n), twice. Each block of all
@@ -69,7 +151,7 @@ BatchHsic HsicAccumulator::compute(GramBatch k, GramBatch l, int64_t n) const {
   at::Tensor trace = at::zeros({m, p}, options);
   at::Tensor rows_a = at::zeros({m, n}, options), rows_b = at::zeros({p, n}, options);
   at::Tensor square_a = at::zeros({m}, options), square_b = at::zeros({p}, options);
-  const int64_t b = block_rows(m + p, n, at::elementSize(pair_dtype_), kBlockBudget);
+  const int64_t b = block_rows(m + p, n, at::elementSize(pair_dtype_), HsicAccumulator::kBlockBudget);
   for (int64_t i0 = 0; i0 < n; i0 += b) {
     const int64_t i1 = std::min(n, i0 + b), rows = i1 - i0;
     // Rows [i0, i1), columns [c0, c1) of every Gram, as a contiguous copy in the pair dtype.

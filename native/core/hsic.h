@@ -11,15 +11,28 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 #include "gram.h"
 
 namespace tcka {
+
+// The kernels compared (docs/measures.md): linear CKA on the centred Grams,
+// RBF CKA (exp(-d²/(2σ²))) and the distance kernel (d = ||xᵢ - xⱼ||, whose
+// HSIC₁ ratio is the bias-corrected distance correlation), both built from
+// the squared distances d²ᵢⱼ = Kᵢᵢ + Kⱼⱼ - 2Kᵢⱼ of the centred Gram.
+enum class Measure { kLinear, kRbf, kDcor };
 
 struct BatchHsic {
   at::Tensor xy;  // (m, p)
   at::Tensor xx;  // (m)
   at::Tensor yy;  // (p)
 };
+
+// Per comparison row of `batch`: threshold·√(median of d² over all n²
+// entries, the zero diagonal included), computed in float64 (numpy's median:
+// the mean of the two middle values when n² is even).
+std::vector<double> median_sigmas(const GramBatch& batch, int64_t n, double threshold);
 
 class HsicAccumulator {
  public:
@@ -34,6 +47,13 @@ class HsicAccumulator {
   // place). Layers that are constant over the batch (||Xc|| negligible next
   // to ||X||, i.e. only rounding noise) contribute exactly 0.
   BatchHsic compute(GramBatch k, GramBatch l, int64_t n) const;
+
+  // One batch's HSIC terms of a kernel measure (kRbf or kDcor), one row per
+  // comparison row. Reads the Grams (it does not change them), so call it
+  // before compute(). `sigma1`/`sigma2` (kRbf): σ per row; a row whose σ is
+  // not a positive finite number, and a layer constant over the batch, gives 0.
+  BatchHsic compute_kernel(Measure measure, const GramBatch& k, const GramBatch& l, int64_t n,
+                           const std::vector<double>& sigma1, const std::vector<double>& sigma2) const;
 
   void add(const BatchHsic& batch);
   // Replaces the sums (float64 CPU tensors of the accumulator's shapes).

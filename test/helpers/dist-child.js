@@ -2,7 +2,7 @@
 // One rank of a distributed comparison, for test/distributed.test.js and the
 // benchmark. The job is a JSON argument:
 //   { model1, model2, data, batchSize, limit?, layers1?, layers2?, source: 'dataset' | 'array',
-//     distributed?: object | true, threads?, out, dieAfter?, stallAfter?, delayMs?, badData?, checkpoint? }
+//     distributed?: object | true, threads?, measures?, out, dieAfter?, stallAfter?, delayMs?, badData?, checkpoint? }
 // Writes { result, summary } or { error: { code, message } } as JSON to `out`.
 // dieAfter k: SIGKILLs itself after its k-th batch; stallAfter k: stops
 // (SIGSTOP) after its k-th batch; delayMs: sleeps that long after each batch;
@@ -17,6 +17,7 @@ async function main() {
     ...(job.layers1 ? { model1Layers: job.layers1 } : {}),
     ...(job.layers2 ? { model2Layers: job.layers2 } : {}),
     ...(job.threads ? { threads: job.threads } : {}),
+    ...(job.measures ? { measures: job.measures } : {}),
     onWarning: () => undefined,
   });
   const dataset = await openDataset(job.badData ?? job.data, {

@@ -49,7 +49,7 @@ async function main(): Promise<void> {
   });
   const stopped: 'data1' | 'data2' | null = summary.stoppedEarly;
   const r: CKAResult = cka.export();
-  const cell: number | null = r.cka[0]?.[0] ?? null;
+  const cell: number | null = r.cka?.[0]?.[0] ?? r.measures?.cka?.[0]?.[0] ?? null;
   const code: string = ErrorCodes.UNKNOWN_LAYER;
   const views: string[] = r.model1Views.concat(r.model2Views);
   const last: View = 'token:-1';

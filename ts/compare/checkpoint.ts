@@ -41,6 +41,8 @@ export interface CheckpointIdentity {
   /** The layers whose feature view is not flatten (absent when none). */
   views1?: Record<string, string>;
   views2?: Record<string, string>;
+  /** The measures, threshold and user σ when not the default `['cka']`. */
+  measures?: unknown;
   data1: DataIdentity | null;
   data2: DataIdentity | null | 'same';
   key: string | null;
@@ -60,6 +62,9 @@ interface SavedState {
   xy: number[];
   xx: number[];
   yy: number[];
+  /** RBF σ per row (null: undefined); absent without rbf_cka. */
+  sigma1?: Array<number | null>;
+  sigma2?: Array<number | null>;
   steps: number;
   batches: number;
   samples: number;
@@ -147,6 +152,7 @@ export async function checkpointIdentity(
     skipNonFinite: boolean;
     views1?: Record<string, string>;
     views2?: Record<string, string>;
+    measures?: unknown;
   },
   data1: unknown,
   data2: unknown,
@@ -166,6 +172,7 @@ export async function checkpointIdentity(
 const stable = (value: unknown): string => JSON.stringify(value);
 
 function describeValue(value: unknown): string {
+  if (value === undefined) return "the default (measures ['cka'])";
   if (value !== null && typeof value === 'object' && 'sha256' in value) {
     const model = value as ModelIdentity;
     return `${model.file} (${model.bytes} bytes, sha256 ${model.sha256.slice(0, 12)}…)`;
@@ -185,6 +192,7 @@ export function assertSameIdentity(saved: CheckpointIdentity, current: Checkpoin
     skipNonFinite: 'skipNonFinite',
     views1: "model 1's views",
     views2: "model 2's views",
+    measures: 'measures',
     data1: 'data 1',
     data2: 'data 2',
     key: 'checkpoint key',
@@ -283,6 +291,12 @@ export async function readCheckpoint(file: string): Promise<Checkpoint | null> {
       xy: Float64Array.from(state.xy),
       xx: Float64Array.from(state.xx),
       yy: Float64Array.from(state.yy),
+      ...(state.sigma1 && state.sigma2
+        ? {
+            sigma1: Float64Array.from(state.sigma1, (v) => v ?? Number.NaN),
+            sigma2: Float64Array.from(state.sigma2, (v) => v ?? Number.NaN),
+          }
+        : {}),
       steps: state.steps,
       batches: state.batches,
       samples: state.samples,
@@ -307,6 +321,12 @@ export async function writeCheckpoint(
       xy: Array.from(state.xy),
       xx: Array.from(state.xx),
       yy: Array.from(state.yy),
+      ...(state.sigma1?.length || state.sigma2?.length
+        ? {
+            sigma1: Array.from(state.sigma1 ?? [], (v) => (Number.isNaN(v) ? null : v)),
+            sigma2: Array.from(state.sigma2 ?? [], (v) => (Number.isNaN(v) ? null : v)),
+          }
+        : {}),
       steps: state.steps,
       batches: state.batches,
       samples: state.samples,

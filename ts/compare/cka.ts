@@ -33,6 +33,7 @@ import { type DistributedInfo, DistributedRun, type JobProgress, resolveDistribu
 import { track, untrack } from './in-flight';
 import { leftOutMessage } from './left-out';
 import { optionalViews, resolveViews, rowViews, type View, viewSettings } from './views';
+import { measureList, rbfThreshold, sigmaMap, sigmasPerLayer } from './measures';
 import { type BatchIterator, checkSource, openSources } from './sources';
 import type {
   CKAOptions,
@@ -43,7 +44,16 @@ import type {
   CompareProgress,
   CompareSummary,
   DataSource,
+  Measure,
 } from './types';
+
+/** What a checkpoint and the ranks check of the measures (absent for the default `['cka']`). */
+interface MeasureSettings {
+  ids: Measure[];
+  rbfThreshold?: number;
+  sigmas1?: Array<number | null>;
+  sigmas2?: Array<number | null>;
+}
 
 /** compare()'s options, checked. */
 interface CompareSettings {
@@ -158,10 +168,13 @@ export class CKA {
     /** The non-flatten views by layer name (absent when none), so a checkpoint with other views is refused. */
     views1?: Record<string, View>;
     views2?: Record<string, View>;
+    measures?: MeasureSettings;
   };
   /** Each layer's view, indexed like model.native.layers(), and those layers' names. */
   private readonly layerViews: [View[], View[]];
   private readonly layerNames: [string[], string[]];
+  private readonly measureIds: Measure[];
+  private readonly threshold: number;
 
   /**
    * Chooses the layers of both models (expanding patterns) and prepares the
@@ -191,6 +204,18 @@ export class CKA {
     this.layerNames = [names1, names2];
     const views1 = viewSettings(names1, this.layerViews[0]);
     const views2 = viewSettings(names2, this.layerViews[1]);
+    this.measureIds = measureList(opts.measures, 'options.measures');
+    this.threshold = rbfThreshold(opts.rbfThreshold, 'options.rbfThreshold');
+    const sigmas1 = sigmasPerLayer(sigmaMap(opts.model1Sigmas, 'options.model1Sigmas'), this.model1.native.layers());
+    const sigmas2 = sigmasPerLayer(sigmaMap(opts.model2Sigmas, 'options.model2Sigmas'), this.model2.native.layers());
+    const rbf = this.measureIds.includes('rbf_cka');
+    const measures: MeasureSettings | undefined =
+      this.measureIds.length === 1 && this.measureIds[0] === 'cka'
+        ? undefined
+        : {
+            ids: this.measureIds,
+            ...(rbf ? { rbfThreshold: this.threshold, sigmas1, sigmas2 } : {}),
+          };
     this.settings = {
       layers1: layerList(this.model1, opts.model1Layers, 'options.model1Layers'),
       layers2: layerList(this.model2, opts.model2Layers, 'options.model2Layers'),
@@ -198,6 +223,8 @@ export class CKA {
       skipNonFinite,
       ...(views1 ? { views1 } : {}),
       ...(views2 ? { views2 } : {}),
+      // Only when not the default, so that checkpoints from before measures existed still resume.
+      ...(measures ? { measures } : {}),
     };
     this.native = new (binding().NativeCKA)(this.model1.native, this.model2.native, {
       layers1: this.settings.layers1,
@@ -210,6 +237,10 @@ export class CKA {
       ...(threads ? { threads } : {}),
       concurrent,
       skipNonFinite,
+      measures: this.measureIds,
+      rbfThreshold: this.threshold,
+      sigmas1,
+      sigmas2,
     });
     if (this.model1Name === this.model2Name) {
       this.warnOnce({
@@ -303,6 +334,7 @@ export class CKA {
       }
       const position = summary.position;
       const start = firstOwnBatch(position, dist.rank, dist.worldSize);
+      if (start !== 0 && summary.resumed === 0) await this.calibrate(data1, data2);
       const plan = { skip: position, first: start, stride: dist.worldSize };
       const [first, second] = await this.openSources(data1, data2, plan);
       await this.iterate({ first, second, summary, start, stride: dist.worldSize, settings, saver, job });
@@ -316,6 +348,26 @@ export class CKA {
       throw error;
     } finally {
       await job.close();
+    }
+  }
+
+  /**
+   * A distributed rank that does not start with the stream's batch 0 runs it
+   * once, adding nothing, so that its rows and RBF σ are rank 0's.
+   */
+  private async calibrate(data1: DataSource, data2: DataSource | undefined): Promise<void> {
+    if (!this.measureIds.includes('rbf_cka')) return;
+    const [first, second] = await this.openSources(data1, data2, { skip: 0, first: 0, stride: 1 });
+    try {
+      const [a, b] = await Promise.all([first.next(), second?.next()]);
+      if (a.done || (b !== undefined && b.done)) return;
+      const inputs1 = toNativeBatch(a.value, 'batch 0 of data1');
+      const inputs2 = b === undefined ? null : toNativeBatch(b.value, 'batch 0 of data2');
+      this.stepping = this.native.calibrate(inputs1, inputs2);
+      await this.stepping;
+    } finally {
+      this.stepping = undefined;
+      await Promise.allSettled([first.return?.(), second?.return?.()]);
     }
   }
 
@@ -469,7 +521,10 @@ export class CKA {
         ? (progress: JobProgress): void =>
             onProgress({ ...local, position: summary.position, distributed: { ...where, job: progress } })
         : undefined;
-    const total = await job.finish(this.stateOrNull(), { ...local, position: summary.position }, report);
+    const total = await job.finish(this.stateOrNull(), { ...local, position: summary.position }, report, {
+      count: this.measureIds.length,
+      ...this.native.sigmas(),
+    });
     let merged = total;
     if (before && total) {
       if (JSON.stringify([before.rows1, before.rows2]) !== JSON.stringify([total.rows1, total.rows2])) {
@@ -514,6 +569,10 @@ export class CKA {
     }
     const result = this.native.result();
     for (const message of result.warnings) this.warnOnce({ code: 'TORCH_CKA_CONSTANT_LAYER', message });
+    const measures: Record<string, Array<Array<number | null>>> = {};
+    this.measureIds.forEach((id, i) => {
+      measures[id] = result.matrices[i] ?? [];
+    });
     return {
       model1Name: this.model1Name,
       model2Name: this.model2Name,
@@ -523,7 +582,11 @@ export class CKA {
       model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
       dataset1Name: this.dataset1Name,
       dataset2Name: this.dataset2Name,
-      cka: result.cka,
+      ...(measures.cka ? { cka: measures.cka } : {}),
+      measures,
+      ...(this.measureIds.includes('rbf_cka')
+        ? { rbf: { threshold: this.threshold, sigma1: result.sigma1, sigma2: result.sigma2 } }
+        : {}),
       samples: result.samples,
       batches: result.batches,
     };

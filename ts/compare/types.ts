@@ -66,6 +66,28 @@ export interface CKAOptions {
    * batch (it adds nothing) with a TORCH_CKA_SKIPPED_BATCH warning.
    */
   skipNonFinite?: boolean;
+  /**
+   * The similarity measures to compute, each at most once (docs/measures.md):
+   * `'cka'` linear minibatch CKA (default `['cka']`), `'rbf_cka'` CKA with a
+   * Gaussian kernel, `'dcor'` the bias-corrected distance correlation. Each
+   * extra measure costs one more all-pairs product and an n² float64 kernel
+   * pass per layer and batch.
+   */
+  measures?: readonly Measure[];
+  /**
+   * rbf_cka: σ of a row = rbfThreshold x √(median squared distance between
+   * the samples of the first compared batch), fixed for the whole run.
+   * Default 0.5 (Kornblith et al.).
+   */
+  rbfThreshold?: number;
+  /**
+   * rbf_cka: a fixed σ for model 1's layers, by layer name or pattern (the
+   * same patterns as model1Layers); the first matching entry wins, and
+   * layers matched by none get σ from the data.
+   */
+  model1Sigmas?: Readonly<Record<string, number>>;
+  /** rbf_cka: a fixed σ for model 2's layers; the same rules as model1Sigmas. */
+  model2Sigmas?: Readonly<Record<string, number>>;
   /** Receives warnings; default: `process.emitWarning`. */
   onWarning?: (warning: CKAWarning) => void;
 }
@@ -162,6 +184,12 @@ export interface CompareSummary extends CompareProgress {
   };
 }
 
+/**
+ * A similarity measure (docs/measures.md): `'cka'` linear minibatch CKA,
+ * `'rbf_cka'` RBF-kernel CKA, `'dcor'` bias-corrected distance correlation.
+ */
+export type Measure = 'cka' | 'rbf_cka' | 'dcor';
+
 /** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
 export interface CKAResult {
   model1Name: string;
@@ -180,8 +208,23 @@ export interface CKAResult {
   model2Views: string[];
   dataset1Name: string;
   dataset2Name: string;
-  /** Minibatch CKA, rows = model1Layers; null where a layer does not vary over the data. */
-  cka: Array<Array<number | null>>;
+  /**
+   * Minibatch (linear) CKA, rows = model1Layers; null where a layer does not
+   * vary over the data. Absent when `measures` did not include `'cka'`.
+   */
+  cka?: Array<Array<number | null>>;
+  /**
+   * Every measured matrix by measure id (same rows and columns as `cka`);
+   * null where a layer does not vary, or (rbf_cka) where its σ is undefined.
+   * Result files written before measures existed lack it: read it as
+   * `{ cka: result.cka }`.
+   */
+  measures?: { [id: string]: Array<Array<number | null>> };
+  /**
+   * Present when rbf_cka was measured: the threshold and the σ actually used
+   * per row and column (null where undefined: the median squared distance was 0).
+   */
+  rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
   /** Samples compared (skipped batches not included). */
   samples: number;
   /** Batches compared. */

@@ -42,10 +42,15 @@ export interface NativeCKAOptions {
   threads?: number;
   concurrent?: boolean;
   skipNonFinite?: boolean;
+  measures?: string[];
+  rbfThreshold?: number;
+  /** User σ per model layer index (null: from the data). */
+  sigmas1?: Array<number | null>;
+  sigmas2?: Array<number | null>;
 }
 
 export interface NativeStats {
-  /** Bytes of the float64 sums: (m·p + m + p) x 8. */
+  /** Bytes of the float64 sums: (m·p + m + p) x 8 per measure. */
   accumulatorBytes: number;
   /** Bytes of the last batch's Gram matrices: (m + p) x n² x 4 (once when both sides share them). */
   gramBytes: number;
@@ -92,6 +97,9 @@ export interface NativeState {
   xy: Float64Array;
   xx: Float64Array;
   yy: Float64Array;
+  /** RBF σ per row (NaN: undefined); absent or empty without rbf_cka. */
+  sigma1?: Float64Array;
+  sigma2?: Float64Array;
   steps: number;
   batches: number;
   samples: number;
@@ -101,7 +109,10 @@ export interface NativeState {
 export interface NativeResult {
   rows1: string[];
   rows2: string[];
-  cka: Array<Array<number | null>>;
+  /** One matrix per measure, in the order of the config's measures. */
+  matrices: Array<Array<Array<number | null>>>;
+  sigma1: Array<number | null>;
+  sigma2: Array<number | null>;
   self1: number[];
   self2: number[];
   samples: number;
@@ -121,6 +132,10 @@ export interface NativeCKA {
   restore(state: NativeState): void;
   /** Drops the sums, counts and planned rows. */
   reset(): void;
+  /** Fixes the rows and RBF σ from one batch without adding it (a distributed rank's batch 0). */
+  calibrate(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<unknown>;
+  /** The RBF σ per row once fixed (NaN: undefined), else empty arrays. */
+  sigmas(): { sigma1: Float64Array; sigma2: Float64Array };
 }
 
 export interface NativeGroupConfig {

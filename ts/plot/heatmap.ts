@@ -6,6 +6,7 @@ import { colormapNames, type ColormapName, colormaps, colorOf, luminance, rgbHex
 import { optionalPositiveNumber, optionalText } from './options';
 import { ellipsize, escapeXml, formatCka, num, textWidth } from './text';
 import { validateResult } from './validate';
+import { primaryMatrix } from '../compare/measures';
 
 export interface HeatmapOptions {
   /** Default: `"<model1Name> vs <model2Name>"`, with each model's data set when the two differ; `''` for none. */
@@ -108,7 +109,7 @@ export function heatmapSvg(result: CKAResult, options?: HeatmapOptions): string 
   const colLabels = data.model2Layers.map((name) => ellipsize(name, maxLabel));
   const yTitle = `${data.model1Name} layers`;
   const xTitle = `${data.model2Name} layers`;
-  const hasNull = data.cka.some((row) => row.includes(null));
+  const hasNull = primaryMatrix(data).some((row) => row.includes(null));
   const cbLabelWidth = maxWidth(['0.0', '1.0'], fs);
 
   // Cell size: given, derived from the wanted picture size, or adapted to the number of layers.
@@ -270,7 +271,7 @@ export function heatmapSvg(result: CKAResult, options?: HeatmapOptions): string 
   out.push(`<g class="tcka-cells" shape-rendering="crispEdges">`);
   for (let i = 0; i < rows; i += 1) {
     const rowName = data.model1Layers[i] ?? '';
-    const row = data.cka[i] ?? [];
+    const row = primaryMatrix(data)[i] ?? [];
     const y = Y((rows - 1 - i) * cellH);
     for (let j = 0; j < cols; j += 1) {
       const value = row[j] ?? null;
@@ -292,7 +293,7 @@ export function heatmapSvg(result: CKAResult, options?: HeatmapOptions): string 
   const valueFs = Math.min(fs, cellH * 0.42, (cellW * 0.9) / (4 * 0.66));
   if (showValues && valueFs >= 4) {
     out.push(`<g class="tcka-values" font-size="${num(valueFs)}" text-anchor="middle" pointer-events="none">`);
-    data.cka.forEach((row, i) =>
+    primaryMatrix(data).forEach((row, i) =>
       row.forEach((value, j) => {
         if (value === null) return;
         const ink = luminance(colorOf(value, cmap)) > 0.179 ? '#000000' : '#ffffff';

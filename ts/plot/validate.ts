@@ -59,7 +59,9 @@ export function validateResult(value: unknown, source = 'result'): CKAResult {
   const model2Layers = layerNames(record, 'model2Layers', source);
   const rows = model1Layers.length;
   const cols = model2Layers.length;
-  const matrix = record.cka;
+  // A result of measures without 'cka' (e.g. ['dcor']): its first matrix.
+  const measures = record.measures as Record<string, unknown> | undefined;
+  const matrix = record.cka ?? (measures && typeof measures === 'object' ? Object.values(measures)[0] : undefined);
   if (!Array.isArray(matrix)) fail(source, `expected an array of rows for cka but received ${describe(matrix)}`);
   if (matrix.length !== rows) {
     fail(source, `cka has ${matrix.length} rows but model1Layers has ${rows} layers`);

@@ -1,5 +1,6 @@
 // For each layer of model 1, the layer of model 2 it resembles most.
 import type { CKAResult } from '../compare/types';
+import { primaryMatrix } from '../compare/measures';
 
 export interface BestMatch {
   /** Row index: the layer of model 1. */
@@ -17,7 +18,7 @@ export function bestMatches(result: CKAResult): BestMatch[] {
   return result.model1Layers.map((layer1, row) => {
     let col: number | null = null;
     let cka: number | null = null;
-    (result.cka[row] ?? []).forEach((value, j) => {
+    (primaryMatrix(result)[row] ?? []).forEach((value, j) => {
       if (value !== null && (cka === null || value > cka)) {
         cka = value;
         col = j;

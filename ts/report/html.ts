@@ -17,21 +17,13 @@ import { SCRIPT, STYLE } from './page';
 export type ReportMatrix = Array<Array<number | null>>;
 
 /**
- * What reportHtml draws: a {@link CKAResult}, with the fields of results that measured several
- * kernels or used feature views. All of them may be absent (older results files): then the only
- * measure is `cka` and every view is `flatten`. `cka` may be absent when `measures` is given.
+ * What reportHtml draws: a {@link CKAResult} as export() gives it, or as an
+ * older results file holds it (without views: every view is `flatten`;
+ * without `measures`: the only measure is `cka`).
  */
-export type ReportResult = Omit<CKAResult, 'cka'> & {
-  /** The linear CKA matrix; optional when `measures` holds the matrices. */
-  cka?: ReportMatrix;
-  /** One matrix per measure id (`cka`, `rbf_cka`, `dcor`), each with the rows and columns of `cka`. */
-  measures?: { [id: string]: ReportMatrix };
-  /** The view of each row's feature (e.g. `flatten`, `token:0`), aligned with model1Layers. */
+export type ReportResult = Omit<CKAResult, 'model1Views' | 'model2Views'> & {
   model1Views?: string[];
-  /** The view of each column's feature, aligned with model2Layers. */
   model2Views?: string[];
-  /** The RBF kernel's threshold and the σ of each layer, when `rbf_cka` was measured. */
-  rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
 };
 
 export interface ReportModelInfo {
@@ -225,13 +217,13 @@ function checkResult(value: unknown, source: string): CheckedResult {
   const cols = base.model2Layers.length;
   const measures =
     rawMeasures === undefined
-      ? [{ id: 'cka', matrix: base.cka }]
+      ? [{ id: 'cka', matrix: base.cka as ReportMatrix }] // validateResult fills cka
       : Object.entries(rawMeasures as Record<string, unknown>).map(([id, matrix]) => ({
           id,
           matrix: checkMatrix(matrix, `measures.${id}`, rows, cols, source),
         }));
-  if (record.cka !== undefined && !measures.some((m) => m.id === 'cka')) {
-    measures.unshift({ id: 'cka', matrix: base.cka });
+  if (record.cka !== undefined && base.cka !== undefined && !measures.some((m) => m.id === 'cka')) {
+    measures.unshift({ id: 'cka', matrix: base.cka as ReportMatrix });
   }
   let rbf: CheckedResult['rbf'];
   if (record.rbf !== undefined) {

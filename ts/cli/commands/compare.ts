@@ -4,12 +4,14 @@
 import path from 'node:path';
 
 import { CKA } from '../../compare/cka';
-import type { CKAResult, CKAWarning } from '../../compare/types';
+import { MEASURE_NAMES, measureFiles, resultMeasures } from '../../compare/measures';
+import type { CKAResult, CKAWarning, Measure } from '../../compare/types';
 import { parseView, type View } from '../../compare/views';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../../data';
 import { type DistributedInfo, distributedEnv } from '../../compare/distributed';
 import { loadModel, type Model } from '../../model/model';
 import { bestMatches, reportHtml } from '../../report';
+import { defaultTitle } from '../../plot';
 import { formatDuration, Progress } from '../progress';
 import { resultToCsv, table, writeFileAtomic } from '../output';
 import {
@@ -83,6 +85,19 @@ export const COMPARE: CommandSpec = {
       description: 'save progress to FILE as the run goes; resume from it if it exists',
     },
     'checkpoint-every': { type: 'string', value: 'N', description: 'batches between checkpoint writes (default 10)' },
+    measures: {
+      type: 'string',
+      value: 'a,b',
+      description: 'cka (default), rbf_cka, dcor: the measures to compute (docs/measures.md)',
+    },
+    'rbf-threshold': { type: 'string', value: 'X', description: 'rbf_cka: sigma = X x sqrt(median d²) (default 0.5)' },
+    sigma: {
+      type: 'string',
+      value: 'P=S,..',
+      description: 'rbf_cka: fixed sigma S for layers matching P, both models',
+    },
+    sigma1: { type: 'string', value: 'P=S,..', description: "rbf_cka: fixed sigma for model 1's layers" },
+    sigma2: { type: 'string', value: 'P=S,..', description: "rbf_cka: fixed sigma for model 2's layers" },
     'dist-timeout': {
       type: 'string',
       value: 'S',
@@ -105,6 +120,8 @@ export const COMPARE: CommandSpec = {
     'Views: flatten (default), spatial-mean (N,C,... -> mean over the positions), token-mean\n' +
     '(N,T,D -> mean over the tokens), token:K (token K, negative from the end); the first\n' +
     "matching --view1/--view2 wins, then --view, e.g. --view1 'blocks.*=token:0'.\n" +
+    'With several --measures, --csv and --plot write one file per measure: the first gets\n' +
+    'FILE, the others FILE with .ID before the extension (heatmap.rbf_cka.svg).\n' +
     'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
     'processes; rank 0 prints the progress and writes the files. See torch-cka launch --help.',
 };
@@ -161,6 +178,49 @@ function viewOption(values: Values, name: 'view1' | 'view2'): Record<string, Vie
   return out;
 }
 
+/** --rbf-threshold: a positive finite number. */
+function thresholdValue(values: Values): number | undefined {
+  const text = stringValue(values, 'rbf-threshold');
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value <= 0) {
+    throw usageError(`Expected a positive number for --rbf-threshold but received '${text}'`);
+  }
+  return value;
+}
+
+/** --measures: known ids, each once. */
+function measuresValue(values: Values): Measure[] | undefined {
+  const ids = listValue(values, 'measures');
+  if (ids === undefined) return undefined;
+  const known = Object.keys(MEASURE_NAMES);
+  for (const id of ids) {
+    if (!known.includes(id)) {
+      throw usageError(`Expected --measures to list ${known.join(', ')} but received '${id}'`);
+    }
+  }
+  const twice = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (twice !== undefined) throw usageError(`--measures names '${twice}' twice`);
+  return ids as Measure[];
+}
+
+/** --sigma, then --sigmaN (its entries first: the first matching pattern wins), as { pattern: sigma }. */
+function sigmaValue(values: Values, which: 'sigma1' | 'sigma2'): Record<string, number> | undefined {
+  const out: Record<string, number> = {};
+  for (const name of [which, 'sigma']) {
+    for (const entry of listValue(values, name) ?? []) {
+      const eq = entry.lastIndexOf('=');
+      const pattern = eq > 0 ? entry.slice(0, eq).trim() : '';
+      const sigma = eq > 0 ? Number(entry.slice(eq + 1)) : Number.NaN;
+      if (!pattern || entry.slice(eq + 1).trim() === '' || !Number.isFinite(sigma) || sigma <= 0) {
+        throw usageError(`Expected --${name} PATTERN=SIGMA with a positive SIGMA but received '${entry}'`);
+      }
+      if (!(pattern in out)) out[pattern] = sigma;
+    }
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 const optionalList = (value: string | undefined): string[] | undefined => (value === undefined ? undefined : [value]);
 
 /** `torch-cka compare ARGS`: parses the arguments into a CompareConfig and runs it. */
@@ -189,6 +249,10 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(stringValue(values, 'checkpoint'), 'checkpoint'),
     ...pick(checkpointEvery(values), 'checkpointEvery'),
     ...pick(integerValue(values, 'dist-timeout', 1), 'distTimeout'),
+    ...pick(measuresValue(values), 'measures'),
+    ...pick(thresholdValue(values), 'rbfThreshold'),
+    ...pick(sigmaValue(values, 'sigma1'), 'sigmas1'),
+    ...pick(sigmaValue(values, 'sigma2'), 'sigmas2'),
     data: dataOptions(values),
     ...pick(stringValue(values, 'out'), 'out'),
     ...pick(stringValue(values, 'csv'), 'csv'),
@@ -229,6 +293,13 @@ export interface CompareConfig {
   checkpointEvery?: number;
   /** Seconds to wait for a rank that has not arrived or fell silent (distributed runs). */
   distTimeout?: number;
+  /** See CKAOptions.measures. */
+  measures?: Measure[];
+  /** See CKAOptions.rbfThreshold. */
+  rbfThreshold?: number;
+  /** See CKAOptions.model1Sigmas and model2Sigmas. */
+  sigmas1?: Record<string, number>;
+  sigmas2?: Record<string, number>;
   data: OpenDatasetOptions;
   out?: string;
   csv?: string;
@@ -321,6 +392,10 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       ...(config.threads ? { threads: config.threads } : {}),
       ...(config.concurrent === false ? { concurrent: false } : {}),
       ...(config.skipNonFinite ? { skipNonFinite: true } : {}),
+      ...(config.measures ? { measures: config.measures } : {}),
+      ...(config.rbfThreshold ? { rbfThreshold: config.rbfThreshold } : {}),
+      ...(config.sigmas1 ? { model1Sigmas: config.sigmas1 } : {}),
+      ...(config.sigmas2 ? { model2Sigmas: config.sigmas2 } : {}),
       onWarning,
     });
     say(`${describeModel(model1)}\n${describeModel(model2)}`);
@@ -398,13 +473,25 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       await writeFileAtomic(config.out, `${JSON.stringify(results, null, 2)}\n`);
       written.push(config.out);
     }
+    // One CSV and one heatmap per measure (the first measure's in the file named).
+    const matrices = resultMeasures(result);
+    const ids = Object.keys(matrices);
+    const only = (id: string): CKAResult => ({ ...result, cka: matrices[id] ?? [] });
     if (config.csv) {
-      await writeFileAtomic(config.csv, resultToCsv(result));
-      written.push(config.csv);
+      for (const [id, file] of measureFiles(config.csv, ids)) {
+        await writeFileAtomic(file, resultToCsv(only(id)));
+        written.push(file);
+      }
     }
-    for (const file of config.plots ?? []) {
-      await writePlot(file, result, config.title);
-      written.push(file);
+    for (const plot of config.plots ?? []) {
+      for (const [id, file] of measureFiles(plot, ids)) {
+        const title =
+          ids.length > 1 || id !== 'cka'
+            ? `${config.title ?? defaultTitle(result)}: ${MEASURE_NAMES[id] ?? id}`
+            : config.title;
+        await writePlot(file, only(id), title);
+        written.push(file);
+      }
     }
     if (config.report) {
       const html = reportHtml(result, {
@@ -439,15 +526,24 @@ const describeModel = (model: Model): string =>
 export function summary(result: CKAResult, elapsedSeconds: number): string {
   const rows = result.model1Layers.length;
   const cols = result.model2Layers.length;
+  const ids = Object.keys(resultMeasures(result));
+  const what = ids.length === 1 && ids[0] === 'cka' ? 'CKA' : ids.join(', ');
   const head =
-    `CKA of ${rows} x ${cols} layers over ${result.samples} samples in ${result.batches} batches ` +
+    `${what} of ${rows} x ${cols} layers over ${result.samples} samples in ${result.batches} batches ` +
     `(${formatDuration(elapsedSeconds)}, ${(result.samples / Math.max(elapsedSeconds, 1e-9)).toFixed(0)} samples/s)`;
-  const matches = bestMatches(result);
-  const shown = rows <= 40 ? matches : [...matches.slice(0, 20), null, ...matches.slice(-10)];
-  const lines: string[][] = [[`${result.model1Name} layer`, `best match in ${result.model2Name}`, 'CKA']];
-  for (const match of shown) {
-    if (match === null) lines.push([`... ${rows - 30} more`, '', '']);
-    else lines.push([match.layer1, match.layer2 ?? '-', match.cka === null ? '-' : match.cka.toFixed(3)]);
+  const parts = [head];
+  // One best-match table per measure, each named.
+  for (const [id, matrix] of Object.entries(resultMeasures(result))) {
+    const matches = bestMatches({ ...result, cka: matrix });
+    const shown = rows <= 40 ? matches : [...matches.slice(0, 20), null, ...matches.slice(-10)];
+    const label = id === 'cka' ? 'CKA' : id;
+    const lines: string[][] = [[`${result.model1Name} layer`, `best match in ${result.model2Name}`, label]];
+    for (const match of shown) {
+      if (match === null) lines.push([`... ${rows - 30} more`, '', '']);
+      else lines.push([match.layer1, match.layer2 ?? '-', match.cka === null ? '-' : match.cka.toFixed(3)]);
+    }
+    const named = Object.keys(resultMeasures(result)).length > 1 || id !== 'cka';
+    parts.push(`${named ? `${MEASURE_NAMES[id] ?? id} (${id}):\n` : ''}${table(lines, [2])}`);
   }
-  return `${head}\n\n${table(lines, [2])}`;
+  return parts.join('\n\n');
 }

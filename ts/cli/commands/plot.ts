@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import type { CKAResult } from '../../compare/types';
 import { heatmapPng, heatmapSvg, validateResult } from '../../plot';
-import { reportHtml } from '../../report';
+import { reportHtml, type ReportResult } from '../../report';
 import { ErrorCodes, makeError } from '../../util/errors';
 import { type CommandSpec, helpText, parse, stringValue, usageError } from '../args';
 import type { Command } from '../command';
@@ -19,6 +19,11 @@ export const PLOT: CommandSpec = {
   options: {
     out: { type: 'string', short: 'o', value: 'FILE', description: 'the picture to write: .svg, .png or .html' },
     title: { type: 'string', value: 'T', description: 'title (default: the model names)' },
+    measure: {
+      type: 'string',
+      value: 'ID',
+      description: 'the measure to draw (cka, rbf_cka, dcor) of a file with several (default: cka, else the first)',
+    },
   },
 };
 
@@ -56,10 +61,30 @@ async function plotCommand(argv: string[]): Promise<void> {
   } catch (error) {
     throw validateResultError(file, `it is not JSON (${(error as Error).message})`);
   }
+  const measure = stringValue(values, 'measure');
+  // The report draws every measure of the file (or only --measure's) and its views and σ.
+  let report = parsed as ReportResult;
+  if (measure !== undefined) {
+    // The chosen matrix stands in for cka; the rest of the file is checked as usual.
+    const record = (parsed ?? {}) as { cka?: unknown; measures?: Record<string, unknown> };
+    const measures = record.measures ?? (record.cka !== undefined ? { cka: record.cka } : {});
+    if (typeof measures !== 'object' || !(measure in measures)) {
+      throw usageError(
+        `${file} has no measure '${measure}'; it has ${Object.keys(measures ?? {}).join(', ') || 'none'}`,
+      );
+    }
+    parsed = { ...record, cka: measures[measure] };
+    const { cka: _cka, ...rest } = record as ReportResult;
+    report = {
+      ...rest,
+      ...(measure === 'cka' ? { cka: measures[measure] } : {}),
+      measures: { [measure]: measures[measure] },
+    } as ReportResult;
+  }
   const result = validateResult(parsed, file);
   if (path.extname(out).toLowerCase() === '.html') {
     const cli = (parsed as { cli?: { version?: string; date?: string; argv?: string[] } }).cli;
-    const html = reportHtml(result, {
+    const html = reportHtml(report, {
       ...(title ? { title } : {}),
       ...(cli?.date ? { generatedAt: cli.date } : {}),
       ...(cli?.version ? { version: cli.version } : {}),

@@ -274,6 +274,11 @@ export class DistributedRun {
     state: NativeState | null,
     local: { batches: number; samples: number; skipped: number; position: number },
     onProgress?: (job: JobProgress) => void,
+    measures: { count: number; sigma1: Float64Array; sigma2: Float64Array } = {
+      count: 1,
+      sigma1: new Float64Array(0),
+      sigma2: new Float64Array(0),
+    },
   ): Promise<NativeState | null> {
     const waitStart = performance.now();
     await this.beat({ ...local, done: true, rows1: state?.rows1 ?? null, rows2: state?.rows2 ?? null });
@@ -308,13 +313,16 @@ export class DistributedRun {
     const rows2 = reference.rows2 as NativeRow[];
     const m = rows1.length;
     const p = rows2.length;
-    const values = new Float64Array(m * p + m + p + 4);
+    // One block of sums per measure (M x m·p, M x m, M x p); the RBF σ are
+    // the same on every rank (all fix them from the stream's batch 0).
+    const [mp, mm, pp] = [measures.count * m * p, measures.count * m, measures.count * p];
+    const values = new Float64Array(mp + mm + pp + 4);
     if (state) {
       values.set(state.xy, 0);
-      values.set(state.xx, m * p);
-      values.set(state.yy, m * p + m);
+      values.set(state.xx, mp);
+      values.set(state.yy, mp + mm);
     }
-    const counts = m * p + m + p;
+    const counts = mp + mm + pp;
     values[counts] = state?.steps ?? local.skipped;
     values[counts + 1] = state?.batches ?? 0;
     values[counts + 2] = state?.samples ?? 0;
@@ -325,9 +333,11 @@ export class DistributedRun {
     return {
       rows1,
       rows2,
-      xy: total.slice(0, m * p),
-      xx: total.slice(m * p, m * p + m),
-      yy: total.slice(m * p + m, counts),
+      xy: total.slice(0, mp),
+      xx: total.slice(mp, mp + mm),
+      yy: total.slice(mp + mm, counts),
+      sigma1: state?.sigma1 ?? measures.sigma1,
+      sigma2: state?.sigma2 ?? measures.sigma2,
       steps: total[counts] ?? 0,
       batches: total[counts + 1] ?? 0,
       samples: total[counts + 2] ?? 0,

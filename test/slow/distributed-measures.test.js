@@ -1,0 +1,102 @@
+'use strict';
+// rbf_cka and dcor in a distributed compare (c10d, Gloo on 127.0.0.1): every
+// rank fixes the RBF σ from the stream's batch 0 (ranks other than 0 run it
+// once, adding nothing), so that the summed matrices equal one process's.
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const { CKA, loadModel, openDataset, runtimeInfo } = require('../..');
+const { fixture, normalRng, writeNpy } = require('../helpers');
+
+const CHILD = path.join(__dirname, '..', 'helpers', 'dist-child.js');
+const MODEL1 = fixture('mlp_scripted.pt');
+const MODEL2 = fixture('mlp_traced.pt');
+const MEASURES = ['cka', 'rbf_cka', 'dcor'];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function runRanks(dir, worldSize, job) {
+  const port = await freePort();
+  const children = Array.from({ length: worldSize }, (_, rank) => {
+    const out = path.join(dir, `rank${rank}-${Date.now()}.json`);
+    const spec = { model1: MODEL1, model2: MODEL2, batchSize: 8, ...job, out };
+    const child = spawn(process.execPath, [CHILD, JSON.stringify(spec)], {
+      env: {
+        ...process.env,
+        RANK: String(rank),
+        WORLD_SIZE: String(worldSize),
+        LOCAL_RANK: String(rank),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    return new Promise((resolve) =>
+      child.on('exit', (code) =>
+        resolve({ code, stderr, output: fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, 'utf8')) : null }),
+      ),
+    );
+  });
+  return Promise.all(children);
+}
+
+describe('distributed compare with rbf_cka and dcor (c10d, loopback)', function () {
+  this.timeout(120000);
+  let dir;
+  let npy;
+
+  before(function () {
+    if (!runtimeInfo().distributedBackends.includes('gloo')) {
+      throw new Error('this build has no Gloo backend: install libgloo-dev and rebuild (npm rebuild)');
+    }
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcka-dist-measures-'));
+    const rng = normalRng(11);
+    npy = path.join(dir, 'x70.npy');
+    writeNpy(
+      npy,
+      Float32Array.from({ length: 70 * 12 }, () => rng()),
+      [70, 12],
+    );
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  for (const world of [2, 3]) {
+    it(`${world} ranks: every measure and σ equal the single-process run`, async () => {
+      const [m1, m2] = await Promise.all([loadModel(MODEL1), loadModel(MODEL2)]);
+      const cka = new CKA(m1, m2, { measures: MEASURES, onWarning: () => undefined });
+      await cka.compare(await openDataset(npy, { batchSize: 8 }));
+      const single = cka.export();
+      const ranks = await runRanks(dir, world, { data: npy, source: 'dataset', measures: MEASURES });
+      for (const [rank, r] of ranks.entries()) {
+        assert.equal(r.code, 0, `rank ${rank}: ${r.stderr} ${JSON.stringify(r.output?.error)}`);
+        const got = r.output.result;
+        assert.deepEqual(got.rbf, single.rbf, `rank ${rank}: σ from batch 0 of the stream`);
+        for (const id of MEASURES) {
+          got.measures[id].forEach((row, i) =>
+            row.forEach((v, j) => {
+              const want = single.measures[id][i][j];
+              if (want === null) assert.equal(v, null);
+              else assert.ok(Math.abs(v - want) < 1e-10, `rank ${rank} ${id} ${i},${j}: ${v} vs ${want}`);
+            }),
+          );
+        }
+        assert.equal(got.batches, single.batches);
+      }
+    });
+  }
+});

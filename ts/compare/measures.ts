@@ -1,0 +1,98 @@
+// The options of the measures beyond linear CKA (docs/measures.md): which
+// measures, the RBF threshold and user-fixed σ per layer pattern, checked and
+// resolved into what the native engine takes.
+import { patternToRegExp } from '../model/layer-patterns';
+import type { NativeLayer } from '../native/binding';
+import { describe, invalidArgType, invalidArgValue } from '../util/errors';
+import type { Measure } from './types';
+
+/** Every measure id, in the order the docs list them. */
+export const MEASURES: readonly Measure[] = ['cka', 'rbf_cka', 'dcor'];
+
+/** @internal options.measures, checked: a non-empty list of distinct ids; default `['cka']`. */
+export function measureList(value: unknown, name: string): Measure[] {
+  if (value === undefined) return ['cka'];
+  if (!Array.isArray(value)) throw invalidArgType(`Expected ${name} to be an array but received ${describe(value)}`);
+  if (value.length === 0) {
+    throw invalidArgValue(`${name} is an empty list: name at least one of ${MEASURES.join(', ')}`);
+  }
+  const seen = new Set<string>();
+  for (const item of value as unknown[]) {
+    if (typeof item !== 'string' || !(MEASURES as readonly string[]).includes(item)) {
+      throw invalidArgValue(`Expected ${name} to hold ${MEASURES.join(', ')} but received ${describe(item)}`);
+    }
+    if (seen.has(item)) throw invalidArgValue(`${name} names '${item}' twice`);
+    seen.add(item);
+  }
+  return [...(value as Measure[])];
+}
+
+/** @internal options.rbfThreshold, checked: a positive finite number; default 0.5. */
+export function rbfThreshold(value: unknown, name: string): number {
+  if (value === undefined) return 0.5;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw invalidArgValue(`Expected ${name} to be a positive finite number but received ${describe(value)}`);
+  }
+  return value;
+}
+
+/** @internal A σ map ({ pattern: σ }), checked: every σ a positive finite number. */
+export function sigmaMap(value: unknown, name: string): Array<[string, number]> {
+  if (value === undefined) return [];
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidArgType(`Expected ${name} to be an object of layer pattern: sigma but received ${describe(value)}`);
+  }
+  return Object.entries(value as Record<string, unknown>).map(([pattern, sigma]) => {
+    if (typeof sigma !== 'number' || !Number.isFinite(sigma) || sigma <= 0) {
+      throw invalidArgValue(
+        `Expected ${name}['${pattern}'] to be a positive finite sigma but received ${describe(sigma)}`,
+      );
+    }
+    return [pattern, sigma];
+  });
+}
+
+/**
+ * @internal σ per layer of a model (null: from the data): the first entry
+ * whose pattern (or plain name, matched exactly) matches the layer's name.
+ */
+export function sigmasPerLayer(entries: Array<[string, number]>, layers: readonly NativeLayer[]): Array<number | null> {
+  const compiled = entries.map(([pattern, sigma]) => [patternToRegExp(pattern), sigma] as const);
+  return layers.map((layer) => compiled.find(([regexp]) => regexp.test(layer.name))?.[1] ?? null);
+}
+
+type Matrix = Array<Array<number | null>>;
+
+/**
+ * @internal The matrix a single-matrix reader shows: `cka` when present,
+ * else the first measured one (a result of `measures: ['dcor']`, say).
+ */
+export function primaryMatrix(result: { cka?: Matrix; measures?: { [id: string]: Matrix } }): Matrix {
+  return result.cka ?? Object.values(result.measures ?? {})[0] ?? [];
+}
+
+/** @internal Every matrix of a result by measure id; older files have only `cka`. */
+export function resultMeasures(result: { cka?: Matrix; measures?: { [id: string]: Matrix } }): {
+  [id: string]: Matrix;
+} {
+  return result.measures ?? (result.cka ? { cka: result.cka } : {});
+}
+
+/** The display name of a measure id, for titles and summaries. */
+export const MEASURE_NAMES: Readonly<Record<string, string>> = {
+  cka: 'linear CKA',
+  rbf_cka: 'RBF CKA',
+  dcor: 'distance correlation',
+};
+
+/**
+ * @internal The file of each measure when one option (--csv, --plot) writes
+ * several: the first measure gets `file` itself, each other one `file` with
+ * `.ID` before its extension (`heatmap.svg`, `heatmap.rbf_cka.svg`).
+ */
+export function measureFiles(file: string, ids: readonly string[]): Array<[string, string]> {
+  const dot = file.lastIndexOf('.');
+  const slash = Math.max(file.lastIndexOf('/'), file.lastIndexOf('\\'));
+  const [stem, ext] = dot > slash + 1 ? [file.slice(0, dot), file.slice(dot)] : [file, ''];
+  return ids.map((id, i) => [id, i === 0 ? file : `${stem}.${id}${ext}`]);
+}
