@@ -426,3 +426,98 @@ describe('feature views', () => {
     });
   });
 });
+
+describe('views feed every measure', () => {
+  // Plain float64 kernels from the viewed features, as measures.md defines them.
+  function kernels(x, n, d, measure, sigma) {
+    const d2 = new Float64Array(n * n);
+    for (let i = 0; i < n; i += 1) {
+      for (let j = 0; j < n; j += 1) {
+        let s = 0;
+        for (let f = 0; f < d; f += 1) s += (x[i * d + f] - x[j * d + f]) ** 2;
+        d2[i * n + j] = s;
+      }
+    }
+    if (measure === 'dcor') return d2.map(Math.sqrt);
+    if (measure === 'rbf_cka') return d2.map((v) => Math.exp(-v / (2 * sigma * sigma)));
+    const k = new Float64Array(n * n); // linear: the centred Gram
+    const mean = new Float64Array(d);
+    for (let i = 0; i < n; i += 1) for (let f = 0; f < d; f += 1) mean[f] += x[i * d + f] / n;
+    for (let i = 0; i < n; i += 1) {
+      for (let j = 0; j < n; j += 1) {
+        let s = 0;
+        for (let f = 0; f < d; f += 1) s += (x[i * d + f] - mean[f]) * (x[j * d + f] - mean[f]);
+        k[i * n + j] = s;
+      }
+    }
+    return k;
+  }
+  function hsic1(k, l, n) {
+    let trace = 0;
+    let sumK = 0;
+    let sumL = 0;
+    let rows = 0;
+    for (let i = 0; i < n; i += 1) {
+      let rowK = 0;
+      let rowL = 0;
+      for (let j = 0; j < n; j += 1) {
+        if (i === j) continue;
+        trace += k[i * n + j] * l[i * n + j];
+        rowK += k[i * n + j];
+        rowL += l[i * n + j];
+      }
+      sumK += rowK;
+      sumL += rowL;
+      rows += rowK * rowL;
+    }
+    return (trace + (sumK * sumL) / ((n - 1) * (n - 2)) - (2 / (n - 2)) * rows) / (n * (n - 3));
+  }
+  function median(values) {
+    const sorted = Float64Array.from(values).sort();
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  }
+
+  it('rbf_cka and dcor on token-mean and token:-1 views match plain float64 kernels of the viewed features', async () => {
+    const model = await loadModel(fixture(path.join('measures', 'features_scripted.pt')));
+    try {
+      const [T, D] = [5, 10];
+      const data = randomBatches(41, [9, 7, 12], [T, D]);
+      const measures = ['cka', 'rbf_cka', 'dcor'];
+      const cka = new CKA(model, model, {
+        ...quiet,
+        model1Layers: ['id'],
+        model2Layers: ['rot'], // an orthogonal map plus a translation of the input: every measure is invariant to it
+        model1Views: { id: 'token-mean' },
+        model2Views: { rot: 'token:-1' },
+        measures,
+      });
+      await cka.compare(data);
+      const r = cka.export();
+      assert.deepEqual([r.model1Views, r.model2Views], [['token-mean'], ['token:-1']]);
+      const features = data.map((b) => [viewed(b, 'token-mean'), viewed(b, 'token:-1')]);
+      const sigma = features[0].map((f) => {
+        const n = f.shape[0];
+        return 0.5 * Math.sqrt(median(kernels(f.data, n, D, 'dcor').map((v) => v * v)));
+      });
+      for (const measure of measures) {
+        let [xy, xx, yy] = [0, 0, 0];
+        for (const [a, b] of features) {
+          const n = a.shape[0];
+          const k = kernels(a.data, n, D, measure, sigma[0]);
+          const l = kernels(b.data, n, D, measure, sigma[1]);
+          [xy, xx, yy] = [xy + hsic1(k, l, n), xx + hsic1(k, k, n), yy + hsic1(l, l, n)];
+        }
+        const expected = xy / Math.sqrt(xx * yy);
+        assert.ok(
+          Math.abs(r.measures[measure][0][0] - expected) < TOLERANCE,
+          `${measure}: ${r.measures[measure][0][0]} vs ${expected}`,
+        );
+      }
+      assert.ok(Math.abs(r.rbf.sigma1[0] - sigma[0]) < 1e-5 * sigma[0], `${r.rbf.sigma1[0]} vs ${sigma[0]}`);
+      assert.ok(Math.abs(r.rbf.sigma2[0] - sigma[1]) < 1e-5 * sigma[1], `${r.rbf.sigma2[0]} vs ${sigma[1]}`);
+    } finally {
+      model.dispose();
+    }
+  });
+});
