@@ -296,6 +296,14 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
       const missing = run('plot', out, '--out', plotted, '--measure', 'nope');
       assert.equal(missing.status, 2);
       assert.match(missing.stderr, /no measure 'nope'.*ERR_USAGE/);
+      // torch-cka plot to .html draws every measure of the file (tabs), or only --measure's, with their values.
+      const html = path.join(dir, 'p.html');
+      assert.equal(run('plot', out, '--out', html).status, 0);
+      const sections = (file) =>
+        [...fs.readFileSync(file, 'utf8').matchAll(/data-measure-section="([a-z_]+)"/g)].map((m) => m[1]);
+      assert.deepEqual(sections(html).sort(), ['cka', 'dcor', 'rbf_cka']);
+      assert.equal(run('plot', out, '--out', html, '--measure', 'dcor').status, 0);
+      assert.deepEqual(sections(html), ['dcor']);
     });
 
     it('--rbf-threshold and --sigma1 reach the comparison; a results file of dcor alone still plots', () => {
