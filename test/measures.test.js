@@ -238,6 +238,14 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
         JSON.stringify(opts),
       );
     }
+    // A σ entry that matches no layer would leave its layer on the data's σ without a word.
+    for (const opts of [{ model1Sigmas: { nosuch: 2 } }, { model2Sigmas: { id: 1, 'x*': 2 } }]) {
+      const option = Object.keys(opts)[0];
+      assert.throws(() => new CKA(model, model, { measures: ALL, ...opts }), {
+        code: 'ERR_UNKNOWN_LAYER',
+        message: new RegExp(`options\\.${option} entry '(nosuch|x\\*)' matches no layer of model 'features_scripted'`),
+      });
+    }
   });
 
   describe('CLI', () => {
@@ -344,5 +352,17 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
         assert.match(r.stderr, /ERR_USAGE/);
       });
     }
+
+    it('--sigma1 naming no layer of model 1, or --sigma naming no layer of either model: ERR_UNKNOWN_LAYER', () => {
+      for (const [args, pattern] of [
+        [['--sigma1', 'nosuch=2'], /options\.model1Sigmas entry 'nosuch' matches no layer/],
+        [['--sigma', 'x*=2'], /--sigma entry 'x\*' matches no layer of either model/],
+      ]) {
+        const r = run(...base(), '--measures', 'rbf_cka', ...args);
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, pattern);
+        assert.match(r.stderr, /\[ERR_UNKNOWN_LAYER\]$/m);
+      }
+    });
   });
 });

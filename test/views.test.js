@@ -289,6 +289,22 @@ describe('feature views', () => {
         );
       }
     });
+
+    it('a view pattern or name that matches no layer: ERR_UNKNOWN_LAYER naming it, the option and the model', async () => {
+      const m = await load('viewnet_scripted.pt');
+      for (const options of [
+        { model1Views: { 'nosuch.*': 'token-mean' } },
+        { model2Views: { tok: 'flatten', toke: 'token:0' } },
+      ]) {
+        const option = Object.keys(options)[0];
+        assert.throws(() => new CKA(m, m, { ...quiet, ...options }), {
+          code: 'ERR_UNKNOWN_LAYER',
+          message: new RegExp(
+            `options\\.${option} entry '(nosuch\\.\\*|toke)' matches no layer of model 'viewnet_scripted'`,
+          ),
+        });
+      }
+    });
   });
 
   describe('checkpoints', () => {
@@ -418,6 +434,18 @@ describe('feature views', () => {
         assert.match(stderr, /\[ERR_USAGE\]$/m);
       });
     }
+
+    it('--view1 naming no layer of model 1, or --view naming no layer of either model: ERR_UNKNOWN_LAYER', async () => {
+      for (const [args, pattern] of [
+        [['--view1', 'nosuch=token-mean'], /options\.model1Views entry 'nosuch' matches no layer/],
+        [['--view', 'nosuch.*=token-mean'], /--view entry 'nosuch\.\*' matches no layer of either model/],
+      ]) {
+        const { status, stderr } = await run([...base(), ...args]);
+        assert.notEqual(status, 0);
+        assert.match(stderr, pattern);
+        assert.match(stderr, /\[ERR_UNKNOWN_LAYER\]$/m);
+      }
+    });
 
     it('a view that does not fit fails the run with ERR_VIEW_SHAPE', async () => {
       const { status, stderr } = await run([...base(), '--view1', 'block.0=token-mean']);

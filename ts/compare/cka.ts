@@ -104,8 +104,10 @@ function layerList(model: Model, value: unknown, name: string): string[] {
       `${name} is an empty list: name at least one layer of model '${model.name}', or leave it out to compare every layer`,
     );
   }
-  return expandLayerPatterns(entries ?? [], model.native.layers(), `model '${model.name}' (${model.path})`);
+  return expandLayerPatterns(entries ?? [], model.native.layers(), modelLabel(model));
 }
+
+const modelLabel = (model: Model): string => `model '${model.name}' (${model.path})`;
 
 function defaultConcurrent(model: Model, threads: number | undefined): boolean {
   if (!model.device.startsWith('cpu')) return true;
@@ -198,16 +200,36 @@ export class CKA {
     const names1 = this.model1.native.layers().map((layer) => layer.name);
     const names2 = this.model2.native.layers().map((layer) => layer.name);
     this.layerViews = [
-      resolveViews(optionalViews(opts.model1Views, 'options.model1Views'), names1),
-      resolveViews(optionalViews(opts.model2Views, 'options.model2Views'), names2),
+      resolveViews(
+        optionalViews(opts.model1Views, 'options.model1Views'),
+        names1,
+        'options.model1Views',
+        modelLabel(this.model1),
+      ),
+      resolveViews(
+        optionalViews(opts.model2Views, 'options.model2Views'),
+        names2,
+        'options.model2Views',
+        modelLabel(this.model2),
+      ),
     ];
     this.layerNames = [names1, names2];
     const views1 = viewSettings(names1, this.layerViews[0]);
     const views2 = viewSettings(names2, this.layerViews[1]);
     this.measureIds = measureList(opts.measures, 'options.measures');
     this.threshold = rbfThreshold(opts.rbfThreshold, 'options.rbfThreshold');
-    const sigmas1 = sigmasPerLayer(sigmaMap(opts.model1Sigmas, 'options.model1Sigmas'), this.model1.native.layers());
-    const sigmas2 = sigmasPerLayer(sigmaMap(opts.model2Sigmas, 'options.model2Sigmas'), this.model2.native.layers());
+    const sigmas1 = sigmasPerLayer(
+      sigmaMap(opts.model1Sigmas, 'options.model1Sigmas'),
+      this.model1.native.layers(),
+      'options.model1Sigmas',
+      modelLabel(this.model1),
+    );
+    const sigmas2 = sigmasPerLayer(
+      sigmaMap(opts.model2Sigmas, 'options.model2Sigmas'),
+      this.model2.native.layers(),
+      'options.model2Sigmas',
+      modelLabel(this.model2),
+    );
     const rbf = this.measureIds.includes('rbf_cka');
     const measures: MeasureSettings | undefined =
       this.measureIds.length === 1 && this.measureIds[0] === 'cka'

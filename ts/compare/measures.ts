@@ -1,7 +1,7 @@
 // The options of the measures beyond linear CKA (docs/measures.md): which
 // measures, the RBF threshold and user-fixed σ per layer pattern, checked and
 // resolved into what the native engine takes.
-import { patternToRegExp } from '../model/layer-patterns';
+import { layerMatcher, patternToRegExp, unmatchedLayerKey } from '../model/layer-patterns';
 import type { NativeLayer } from '../native/binding';
 import { describe, invalidArgType, invalidArgValue } from '../util/errors';
 import type { Measure } from './types';
@@ -56,9 +56,18 @@ export function sigmaMap(value: unknown, name: string): Array<[string, number]> 
  * @internal σ per layer of a model (null: from the data): the first entry
  * whose pattern (or plain name, matched exactly) matches the layer's name.
  */
-export function sigmasPerLayer(entries: Array<[string, number]>, layers: readonly NativeLayer[]): Array<number | null> {
-  const compiled = entries.map(([pattern, sigma]) => [patternToRegExp(pattern), sigma] as const);
-  return layers.map((layer) => compiled.find(([regexp]) => regexp.test(layer.name))?.[1] ?? null);
+export function sigmasPerLayer(
+  entries: Array<[string, number]>,
+  layers: readonly NativeLayer[],
+  option: string,
+  modelLabel: string,
+): Array<number | null> {
+  const compiled = entries.map(([pattern, sigma]) => {
+    const matches = layerMatcher(pattern);
+    if (!layers.some((layer) => matches(layer.name))) throw unmatchedLayerKey(pattern, option, modelLabel);
+    return [matches, sigma] as const;
+  });
+  return layers.map((layer) => compiled.find(([matches]) => matches(layer.name))?.[1] ?? null);
 }
 
 type Matrix = Array<Array<number | null>>;

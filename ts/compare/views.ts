@@ -1,7 +1,7 @@
 // Feature views (issue 15): what a layer's feature is before its Gram matrix
 // is made. The names are parsed and checked here, the patterns resolved
 // against the model's layers; native code applies the view inside the tap.
-import { isPattern, patternToRegExp } from '../model/layer-patterns';
+import { isPattern, layerMatcher, patternToRegExp, unmatchedLayerKey } from '../model/layer-patterns';
 import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 
 /**
@@ -63,14 +63,20 @@ export function optionalViews(value: unknown, name: string): Array<[string, View
  * Each layer's view, in the order of `layerNames` (the model's layers()):
  * the first entry whose pattern matches (a plain name matches itself
  * exactly), else `flatten`. A trailing `#k` on a pattern is ignored: a view
- * belongs to the module, so all its calls share it.
+ * belongs to the module, so all its calls share it. An entry that matches no
+ * layer is ERR_UNKNOWN_LAYER (a misspelt name would otherwise leave its layer
+ * flattened without a word).
  */
-export function resolveViews(entries: ReadonlyArray<[string, View]>, layerNames: readonly string[]): View[] {
+export function resolveViews(
+  entries: ReadonlyArray<[string, View]>,
+  layerNames: readonly string[],
+  option: string,
+  modelLabel: string,
+): View[] {
   const matchers = entries.map(([pattern, view]): [(name: string) => boolean, View] => {
-    const bare = pattern.replace(/#\d+$/, '');
-    if (!isPattern(bare)) return [(name) => name === bare, view];
-    const regexp = patternToRegExp(bare);
-    return [(name) => regexp.test(name), view];
+    const matches = layerMatcher(pattern);
+    if (!layerNames.some(matches)) throw unmatchedLayerKey(pattern, option, modelLabel);
+    return [matches, view];
   });
   return layerNames.map((name) => matchers.find(([matches]) => matches(name))?.[1] ?? DEFAULT_VIEW);
 }

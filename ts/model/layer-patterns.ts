@@ -49,6 +49,24 @@ export function patternToRegExp(pattern: string): RegExp {
   return new RegExp(`^${source}$`);
 }
 
+/** A per-layer option's key as a test on layer names: a pattern, or a plain name (a `#k` suffix is ignored). */
+export function layerMatcher(pattern: string): (name: string) => boolean {
+  const bare = pattern.replace(/#\d+$/, '');
+  if (!isPattern(bare)) return (name) => name === bare;
+  const regexp = patternToRegExp(bare);
+  return (name) => regexp.test(name);
+}
+
+/** ERR_UNKNOWN_LAYER for a per-layer option's key (a view, a σ) that matches no layer. */
+export function unmatchedLayerKey(pattern: string, option: string, where: string): Error {
+  return makeError(
+    Error,
+    ErrorCodes.UNKNOWN_LAYER,
+    `The ${option} entry '${pattern}' matches no layer of ${where}` +
+      ' (* stays within one dotted segment, ** crosses them; list the layers with `torch-cka layers`)',
+  );
+}
+
 export interface PatternLayer {
   name: string;
   /** False for containers without forward (ModuleList, ModuleDict): patterns skip them. */

@@ -9,6 +9,7 @@ import type { CKAResult, CKAWarning, Measure } from '../../compare/types';
 import { parseView, type View } from '../../compare/views';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../../data';
 import { type DistributedInfo, distributedEnv } from '../../compare/distributed';
+import { layerMatcher, unmatchedLayerKey } from '../../model/layer-patterns';
 import { loadModel, type Model } from '../../model/model';
 import { bestMatches, reportHtml } from '../../report';
 import { defaultTitle } from '../../plot';
@@ -166,16 +167,37 @@ function checkpointEvery(values: Values): number | undefined {
 
 const VIEW_EXPECTED = 'VIEW (flatten, spatial-mean, token-mean or token:K)';
 
-/** `--viewN` then `--view`: the views of one model, first match wins (a repeated pattern keeps its first view). */
-function viewOption(values: Values, name: 'view1' | 'view2'): Record<string, View> | undefined {
-  const pairs = [
-    ...pairsValue(values, name, parseView, VIEW_EXPECTED),
-    ...pairsValue(values, 'view', parseView, VIEW_EXPECTED),
-  ];
+/** `--view1`, `--view2` or `--view` (both models): { pattern: view }, a repeated pattern keeping its first view. */
+function viewOption(values: Values, name: 'view' | 'view1' | 'view2'): Record<string, View> | undefined {
+  const pairs = pairsValue(values, name, parseView, VIEW_EXPECTED);
   if (pairs.length === 0) return undefined;
   const out: Record<string, View> = {};
   for (const [pattern, view] of pairs) if (!(pattern in out)) out[pattern] = view;
   return out;
+}
+
+/**
+ * One model's entries of a per-layer option (views, σ): its own (--view1,
+ * --sigma1, ...) first, since the first match wins, then those of the option
+ * for both models (--view, --sigma) that match one of its layers. An entry for
+ * both must match a layer of one model at least.
+ */
+function modelEntries<T>(
+  own: Record<string, T> | undefined,
+  both: Record<string, T> | undefined,
+  flag: string,
+  model: Model,
+  other: Model,
+): Record<string, T> | undefined {
+  const out: Record<string, T> = { ...own };
+  const names = model.native.layers().map((layer) => layer.name);
+  const otherNames = other.native.layers().map((layer) => layer.name);
+  for (const [pattern, value] of Object.entries(both ?? {})) {
+    const matches = layerMatcher(pattern);
+    if (!names.some(matches) && !otherNames.some(matches)) throw unmatchedLayerKey(pattern, flag, 'either model');
+    if (names.some(matches) && !(pattern in out)) out[pattern] = value;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** --rbf-threshold: a positive finite number. */
@@ -204,19 +226,17 @@ function measuresValue(values: Values): Measure[] | undefined {
   return ids as Measure[];
 }
 
-/** --sigma, then --sigmaN (its entries first: the first matching pattern wins), as { pattern: sigma }. */
-function sigmaValue(values: Values, which: 'sigma1' | 'sigma2'): Record<string, number> | undefined {
+/** --sigma, --sigma1 or --sigma2 as { pattern: sigma } (a repeated pattern keeps its first σ). */
+function sigmaValue(values: Values, name: 'sigma' | 'sigma1' | 'sigma2'): Record<string, number> | undefined {
   const out: Record<string, number> = {};
-  for (const name of [which, 'sigma']) {
-    for (const entry of listValue(values, name) ?? []) {
-      const eq = entry.lastIndexOf('=');
-      const pattern = eq > 0 ? entry.slice(0, eq).trim() : '';
-      const sigma = eq > 0 ? Number(entry.slice(eq + 1)) : Number.NaN;
-      if (!pattern || entry.slice(eq + 1).trim() === '' || !Number.isFinite(sigma) || sigma <= 0) {
-        throw usageError(`Expected --${name} PATTERN=SIGMA with a positive SIGMA but received '${entry}'`);
-      }
-      if (!(pattern in out)) out[pattern] = sigma;
+  for (const entry of listValue(values, name) ?? []) {
+    const eq = entry.lastIndexOf('=');
+    const pattern = eq > 0 ? entry.slice(0, eq).trim() : '';
+    const sigma = eq > 0 ? Number(entry.slice(eq + 1)) : Number.NaN;
+    if (!pattern || entry.slice(eq + 1).trim() === '' || !Number.isFinite(sigma) || sigma <= 0) {
+      throw usageError(`Expected --${name} PATTERN=SIGMA with a positive SIGMA but received '${entry}'`);
     }
+    if (!(pattern in out)) out[pattern] = sigma;
   }
   return Object.keys(out).length > 0 ? out : undefined;
 }
@@ -240,6 +260,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(listValue(values, 'layers2'), 'layers2'),
     ...pick(viewOption(values, 'view1'), 'views1'),
     ...pick(viewOption(values, 'view2'), 'views2'),
+    ...pick(viewOption(values, 'view'), 'views'),
     ...pick(stringValue(values, 'name1'), 'name1'),
     ...pick(stringValue(values, 'name2'), 'name2'),
     ...pick(stringValue(values, 'device'), 'device'),
@@ -253,6 +274,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(thresholdValue(values), 'rbfThreshold'),
     ...pick(sigmaValue(values, 'sigma1'), 'sigmas1'),
     ...pick(sigmaValue(values, 'sigma2'), 'sigmas2'),
+    ...pick(sigmaValue(values, 'sigma'), 'sigmas'),
     data: dataOptions(values),
     ...pick(stringValue(values, 'out'), 'out'),
     ...pick(stringValue(values, 'csv'), 'csv'),
@@ -278,6 +300,8 @@ export interface CompareConfig {
   views1?: Record<string, View>;
   /** Model 2's feature views; see CKAOptions.model2Views. */
   views2?: Record<string, View>;
+  /** Views for both models (`--view`): each model takes the entries that match its layers, after its own. */
+  views?: Record<string, View>;
   name1?: string;
   name2?: string;
   device?: string;
@@ -300,6 +324,8 @@ export interface CompareConfig {
   /** See CKAOptions.model1Sigmas and model2Sigmas. */
   sigmas1?: Record<string, number>;
   sigmas2?: Record<string, number>;
+  /** σ for both models (`--sigma`): each model takes the entries that match its layers, after its own. */
+  sigmas?: Record<string, number>;
   data: OpenDatasetOptions;
   out?: string;
   csv?: string;
@@ -382,11 +408,15 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     models.push(model1);
     const model2 = await loadModel(config.model2, { device, ...(config.name2 ? { name: config.name2 } : {}) });
     models.push(model2);
+    const views1 = modelEntries(config.views1, config.views, '--view', model1, model2);
+    const views2 = modelEntries(config.views2, config.views, '--view', model2, model1);
+    const sigmas1 = modelEntries(config.sigmas1, config.sigmas, '--sigma', model1, model2);
+    const sigmas2 = modelEntries(config.sigmas2, config.sigmas, '--sigma', model2, model1);
     const cka = new CKA(model1, model2, {
       ...(config.layers1 ? { model1Layers: config.layers1 } : {}),
       ...(config.layers2 ? { model2Layers: config.layers2 } : {}),
-      ...(config.views1 ? { model1Views: config.views1 } : {}),
-      ...(config.views2 ? { model2Views: config.views2 } : {}),
+      ...(views1 ? { model1Views: views1 } : {}),
+      ...(views2 ? { model2Views: views2 } : {}),
       dataset1Name: data1.name,
       ...(data2 ? { dataset2Name: data2.name } : {}),
       ...(config.threads ? { threads: config.threads } : {}),
@@ -394,8 +424,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       ...(config.skipNonFinite ? { skipNonFinite: true } : {}),
       ...(config.measures ? { measures: config.measures } : {}),
       ...(config.rbfThreshold ? { rbfThreshold: config.rbfThreshold } : {}),
-      ...(config.sigmas1 ? { model1Sigmas: config.sigmas1 } : {}),
-      ...(config.sigmas2 ? { model2Sigmas: config.sigmas2 } : {}),
+      ...(sigmas1 ? { model1Sigmas: sigmas1 } : {}),
+      ...(sigmas2 ? { model2Sigmas: sigmas2 } : {}),
       onWarning,
     });
     say(`${describeModel(model1)}\n${describeModel(model2)}`);
