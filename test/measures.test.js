@@ -321,7 +321,9 @@ describe('measures: rbf_cka and dcor against float64 references', () => {
         '--measures',
         'rbf_cka,dcor',
         '--sigma1',
-        'i*=2',
+        'i*=2', // repeatable: the first match wins, so id keeps 2
+        '--sigma1',
+        'id=7',
         '--rbf-threshold',
         '0.8',
         '--out',

@@ -95,10 +95,21 @@ export const COMPARE: CommandSpec = {
     sigma: {
       type: 'string',
       value: 'P=S,..',
-      description: 'rbf_cka: fixed sigma S for layers matching P, both models',
+      multiple: true,
+      description: 'rbf_cka: fixed sigma S for layers matching P, both models (repeatable)',
     },
-    sigma1: { type: 'string', value: 'P=S,..', description: "rbf_cka: fixed sigma for model 1's layers" },
-    sigma2: { type: 'string', value: 'P=S,..', description: "rbf_cka: fixed sigma for model 2's layers" },
+    sigma1: {
+      type: 'string',
+      value: 'P=S,..',
+      multiple: true,
+      description: "rbf_cka: fixed sigma for model 1's layers (repeatable)",
+    },
+    sigma2: {
+      type: 'string',
+      value: 'P=S,..',
+      multiple: true,
+      description: "rbf_cka: fixed sigma for model 2's layers (repeatable)",
+    },
     'dist-timeout': {
       type: 'string',
       value: 'S',
@@ -226,10 +237,14 @@ function measuresValue(values: Values): Measure[] | undefined {
   return ids as Measure[];
 }
 
-/** --sigma, --sigma1 or --sigma2 as { pattern: sigma } (a repeated pattern keeps its first σ). */
+/** --sigma, --sigma1 or --sigma2 (repeatable, comma lists) as { pattern: sigma }; a repeated pattern keeps its first σ. */
 function sigmaValue(values: Values, name: 'sigma' | 'sigma1' | 'sigma2'): Record<string, number> | undefined {
   const out: Record<string, number> = {};
-  for (const entry of listValue(values, name) ?? []) {
+  // Repeatable, and each occurrence may list several: --sigma1 a=1,b=2 --sigma1 c=3.
+  const raw = values[name];
+  const texts = raw === undefined || typeof raw === 'boolean' ? [] : Array.isArray(raw) ? raw : [raw];
+  const entries = texts.flatMap((text) => listValue({ [name]: text }, name) ?? []);
+  for (const entry of entries) {
     const eq = entry.lastIndexOf('=');
     const pattern = eq > 0 ? entry.slice(0, eq).trim() : '';
     const sigma = eq > 0 ? Number(entry.slice(eq + 1)) : Number.NaN;
