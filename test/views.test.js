@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { CKA, loadModel, validateResult } = require('..');
-const { fixture, randomBatches, referenceCka, writeNpy } = require('./helpers');
+const { fixture, hsic1, randomBatches, referenceCka, writeNpy } = require('./helpers');
 
 const VIEWS = JSON.parse(fs.readFileSync(fixture('views.json'), 'utf8'));
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
@@ -479,26 +479,6 @@ describe('views feed every measure', () => {
       }
     }
     return k;
-  }
-  function hsic1(k, l, n) {
-    let trace = 0;
-    let sumK = 0;
-    let sumL = 0;
-    let rows = 0;
-    for (let i = 0; i < n; i += 1) {
-      let rowK = 0;
-      let rowL = 0;
-      for (let j = 0; j < n; j += 1) {
-        if (i === j) continue;
-        trace += k[i * n + j] * l[i * n + j];
-        rowK += k[i * n + j];
-        rowL += l[i * n + j];
-      }
-      sumK += rowK;
-      sumL += rowL;
-      rows += rowK * rowL;
-    }
-    return (trace + (sumK * sumL) / ((n - 1) * (n - 2)) - (2 / (n - 2)) * rows) / (n * (n - 3));
   }
   function median(values) {
     const sorted = Float64Array.from(values).sort();

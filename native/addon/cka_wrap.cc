@@ -211,11 +211,16 @@ void NativeCKA::RequireIdle(Napi::Env env, const char* what) const {
   }
 }
 
-Napi::Value NativeCKA::Step(const Napi::CallbackInfo& info) {
+Napi::Value NativeCKA::Step(const Napi::CallbackInfo& info) { return RunBatch(info, false); }
+
+Napi::Value NativeCKA::Calibrate(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
+
+Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    RequireIdle(env, "start a batch");
-    const std::string label = "batch " + std::to_string(engine_->steps());
+    RequireIdle(env, calibrate ? "calibrate" : "start a batch");
+    // Calibration runs the stream's batch 0 (its σ), adding nothing.
+    const std::string label = "batch " + std::to_string(calibrate ? 0 : engine_->steps());
     std::vector<at::Tensor> inputs1 = inputs_from_js(info[0], label + " of data 1");
     const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
     std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], label + " of data 2");
@@ -225,8 +230,9 @@ Napi::Value NativeCKA::Step(const Napi::CallbackInfo& info) {
     Ref();
     return PromiseWorker<StepOutcome>::Start(
         env,
-        [engine, inputs1 = std::move(inputs1), inputs2 = std::move(inputs2), same] {
-          return engine->step(inputs1, same ? nullptr : &inputs2);
+        [engine, inputs1 = std::move(inputs1), inputs2 = std::move(inputs2), same, calibrate] {
+          return calibrate ? engine->calibrate(inputs1, same ? nullptr : &inputs2)
+                           : engine->step(inputs1, same ? nullptr : &inputs2);
         },
         [](Napi::Env env, StepOutcome& outcome) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -360,35 +366,6 @@ Napi::Value NativeCKA::Reset(const Napi::CallbackInfo& info) {
     RequireIdle(env, "reset the sums");
     engine_->reset();
     return env.Undefined();
-  });
-}
-
-Napi::Value NativeCKA::Calibrate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    RequireIdle(env, "calibrate");
-    std::vector<at::Tensor> inputs1 = inputs_from_js(info[0], "batch 0 of data 1");
-    const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
-    std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], "batch 0 of data 2");
-    std::shared_ptr<CKAEngine> engine = engine_;
-    engine->arm();
-    busy_ = true;
-    Ref();
-    return PromiseWorker<StepOutcome>::Start(
-        env,
-        [engine, inputs1 = std::move(inputs1), inputs2 = std::move(inputs2), same] {
-          return engine->calibrate(inputs1, same ? nullptr : &inputs2);
-        },
-        [](Napi::Env env, StepOutcome& outcome) -> Napi::Value {
-          Napi::Object out = Napi::Object::New(env);
-          out.Set("n", static_cast<double>(outcome.n));
-          out.Set("skipped", outcome.skipped);
-          return out;
-        },
-        [this] {
-          busy_ = false;
-          Unref();
-        });
   });
 }
 

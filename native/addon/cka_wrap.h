@@ -28,7 +28,10 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value State(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
+  // calibrate(inputs1, inputs2 | null): runs the stream's batch 0 to fix σ
+  // (rbf_cka in a distributed run), adding nothing; resolves like step().
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value RunBatch(const Napi::CallbackInfo& info, bool calibrate);
   Napi::Value Sigmas(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;

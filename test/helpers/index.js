@@ -156,6 +156,7 @@ function writeNpy(file, data, shape) {
 module.exports = {
   GRAM_TOLERANCE,
   fixture,
+  hsic1,
   fixtureMeta,
   pytorchReference,
   normalRng,
