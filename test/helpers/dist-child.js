@@ -1,7 +1,7 @@
 'use strict';
 // One rank of a distributed comparison, for test/distributed.test.js and the
 // benchmark. The job is a JSON argument:
-//   { model1, model2, data, batchSize, limit?, layers1?, layers2?, source: 'dataset' | 'array',
+//   { model1, model2, data, batchSize, limit?, layers1?, layers2?, source: 'dataset' | 'array' | 'generator',
 //     distributed?: object | true, threads?, measures?, out, dieAfter?, stallAfter?, delayMs?, badData?, checkpoint? }
 // Writes { result, summary } or { error: { code, message } } as JSON to `out`.
 // dieAfter k: SIGKILLs itself after its k-th batch; stallAfter k: stops
@@ -25,6 +25,11 @@ async function main() {
     ...(job.limit ? { limit: job.limit } : {}),
   });
   let data = dataset;
+  if (job.source === 'generator') {
+    data = (async function* () {
+      for await (const batch of dataset) yield batch;
+    })();
+  }
   if (job.source === 'array') {
     data = [];
     for await (const batch of dataset) data.push(new Tensor(batch.data.slice(), batch.shape));

@@ -99,4 +99,12 @@ describe('distributed compare with rbf_cka and dcor (c10d, loopback)', function 
       }
     });
   }
+
+  it('a one-shot generator as data: the calibrating rank fails with ERR_INVALID_ARG saying why, and so does the job', async () => {
+    const ranks = await runRanks(dir, 2, { data: npy, source: 'generator', measures: MEASURES });
+    const failed = ranks[1].output?.error;
+    assert.equal(failed?.code, 'ERR_INVALID_ARG', `${ranks[1].stderr} ${JSON.stringify(ranks[1].output)}`);
+    assert.match(failed.message, /rbf_cka in a distributed run .* data1 is an iterator that can be read only once/);
+    assert.ok(ranks[0].output?.error, `rank 0 must fail too: ${JSON.stringify(ranks[0].output)}`);
+  });
 });

@@ -379,6 +379,22 @@ export class CKA {
    */
   private async calibrate(data1: DataSource, data2: DataSource | undefined): Promise<void> {
     if (!this.measureIds.includes('rbf_cka')) return;
+    // A generator or other iterator can be read once: batch 0 here would be
+    // gone from the rank's own pass (and closing it would end that pass).
+    for (const [source, name] of [
+      [data1, 'data1'],
+      [data2, 'data2'],
+    ] as const) {
+      if (typeof (source as { next?: unknown } | undefined)?.next === 'function') {
+        throw makeError(
+          TypeError,
+          ErrorCodes.INVALID_ARG,
+          `rbf_cka in a distributed run reads the stream's batch 0 on every rank (to fix σ), but ${name} is an ` +
+            'iterator that can be read only once; pass an array, a torch-cka Dataset or an iterable whose ' +
+            '[Symbol.iterator]() or [Symbol.asyncIterator]() starts afresh, such as an object wrapping the generator function',
+        );
+      }
+    }
     const [first, second] = await this.openSources(data1, data2, { skip: 0, first: 0, stride: 1 });
     try {
       const [a, b] = await Promise.all([first.next(), second?.next()]);
