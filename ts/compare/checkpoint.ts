@@ -145,15 +145,10 @@ const npzInput = (input: NpzInput): string => `${input.name} ${input.dtype} [${i
 /** @internal */
 export async function checkpointIdentity(
   models: [Model, Model],
-  settings: {
-    layers1: string[];
-    layers2: string[];
-    precision: string;
-    skipNonFinite: boolean;
-    views1?: Record<string, string>;
-    views2?: Record<string, string>;
-    measures?: unknown;
-  },
+  settings: Pick<
+    CheckpointIdentity,
+    'layers1' | 'layers2' | 'precision' | 'skipNonFinite' | 'views1' | 'views2' | 'measures'
+  >,
   data1: unknown,
   data2: unknown,
   key: string | null,
