@@ -250,7 +250,14 @@ describe('reportHtml in Chromium', function () {
     }));
     assert.ok(canvasWidth > 200 && canvasWidth <= pageWidth, `${canvasWidth} in ${pageWidth}`);
     await page.setViewportSize({ width: 360, height: 700 });
-    await page.waitForFunction(() => document.querySelector('figure canvas').getBoundingClientRect().width <= 360);
+    // Laid out again for the new width (not only shrunk by max-width), so the cell attributes are current.
+    await page.waitForFunction(() => {
+      const canvas = document.querySelector('figure canvas');
+      return (
+        canvas.getBoundingClientRect().width <= 360 &&
+        canvas.dataset.layoutWidth === String(canvas.closest('figure').clientWidth)
+      );
+    });
     const narrow = await page.evaluate(() => ({
       canvas: document.querySelector('figure canvas').getBoundingClientRect().width,
       scroll: document.documentElement.scrollWidth,

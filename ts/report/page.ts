@@ -488,6 +488,9 @@ export const SCRIPT = `
     hatch = null;
     layout();
     draw();
+    // The figure width the data-x0/y0/cell attributes were laid out for: tools that read them after a
+    // resize wait until it equals figure.clientWidth (the CSS max-width shrinks the canvas first).
+    canvas.setAttribute('data-layout-width', String(w));
   }
   window.addEventListener('resize', function () { window.requestAnimationFrame(resize); });
   select(current, false);
