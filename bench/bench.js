@@ -501,6 +501,11 @@ function measuresTable(results) {
       ]);
     }
   }
+  return columns(lines);
+}
+
+/** Rows of cells as text columns, each as wide as its widest cell, two spaces apart. */
+function columns(lines) {
   const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
   return lines
     .map((l) =>
@@ -546,15 +551,7 @@ function table(results) {
       mb(r.boundBytes),
     ]);
   }
-  const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
-  return lines
-    .map((l) =>
-      l
-        .map((c, i) => c.padEnd(widths[i]))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
+  return columns(lines);
 }
 
 async function main() {

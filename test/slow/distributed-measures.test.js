@@ -3,57 +3,17 @@
 // rank fixes the RBF σ from the stream's batch 0 (ranks other than 0 run it
 // once, adding nothing), so that the summed matrices equal one process's.
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
 const { CKA, loadModel, openDataset, runtimeInfo } = require('../..');
 const { fixture, normalRng, writeNpy } = require('../helpers');
+const { runRanks } = require('../helpers/ranks');
 
-const CHILD = path.join(__dirname, '..', 'helpers', 'dist-child.js');
 const MODEL1 = fixture('mlp_scripted.pt');
 const MODEL2 = fixture('mlp_traced.pt');
 const MEASURES = ['cka', 'rbf_cka', 'dcor'];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function runRanks(dir, worldSize, job) {
-  const port = await freePort();
-  const children = Array.from({ length: worldSize }, (_, rank) => {
-    const out = path.join(dir, `rank${rank}-${Date.now()}.json`);
-    const spec = { model1: MODEL1, model2: MODEL2, batchSize: 8, ...job, out };
-    const child = spawn(process.execPath, [CHILD, JSON.stringify(spec)], {
-      env: {
-        ...process.env,
-        RANK: String(rank),
-        WORLD_SIZE: String(worldSize),
-        LOCAL_RANK: String(rank),
-        MASTER_ADDR: '127.0.0.1',
-        MASTER_PORT: String(port),
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    return new Promise((resolve) =>
-      child.on('exit', (code) =>
-        resolve({ code, stderr, output: fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, 'utf8')) : null }),
-      ),
-    );
-  });
-  return Promise.all(children);
-}
 
 describe('distributed compare with rbf_cka and dcor (c10d, loopback)', function () {
   this.timeout(120000);
@@ -81,7 +41,10 @@ describe('distributed compare with rbf_cka and dcor (c10d, loopback)', function 
       const cka = new CKA(m1, m2, { measures: MEASURES, onWarning: () => undefined });
       await cka.compare(await openDataset(npy, { batchSize: 8 }));
       const single = cka.export();
-      const ranks = await runRanks(dir, world, { data: npy, source: 'dataset', measures: MEASURES });
+      const ranks = await runRanks(
+        dir,
+        Array.from({ length: world }, () => ({ data: npy, source: 'dataset', measures: MEASURES })),
+      );
       for (const [rank, r] of ranks.entries()) {
         assert.equal(r.code, 0, `rank ${rank}: ${r.stderr} ${JSON.stringify(r.output?.error)}`);
         const got = r.output.result;
@@ -101,7 +64,10 @@ describe('distributed compare with rbf_cka and dcor (c10d, loopback)', function 
   }
 
   it('a one-shot generator as data: the calibrating rank fails with ERR_INVALID_ARG saying why, and so does the job', async () => {
-    const ranks = await runRanks(dir, 2, { data: npy, source: 'generator', measures: MEASURES });
+    const ranks = await runRanks(
+      dir,
+      Array.from({ length: 2 }, () => ({ data: npy, source: 'generator', measures: MEASURES })),
+    );
     const failed = ranks[1].output?.error;
     assert.equal(failed?.code, 'ERR_INVALID_ARG', `${ranks[1].stderr} ${JSON.stringify(ranks[1].output)}`);
     assert.match(failed.message, /rbf_cka in a distributed run .* data1 is an iterator that can be read only once/);

@@ -150,6 +150,29 @@ export function npyDecoder(dtype: DType): (raw: Uint8Array, count: number) => Te
 }
 
 /**
+ * @internal The records an .npy header announces (the first dimension), one
+ * record's shape and bytes; ERR_DATA_TRUNCATED when `size` bytes (of `what`,
+ * e.g. "the file") cannot hold them all.
+ */
+export function npyRecords(
+  header: NpyHeader,
+  size: number,
+  label: string,
+  what: string,
+): { records: number; sampleShape: number[]; recordBytes: number } {
+  const [records = 0, ...sampleShape] = header.shape;
+  const recordBytes = sampleShape.reduce((a, b) => a * b, header.itemBytes);
+  const needed = header.dataOffset + records * recordBytes;
+  if (size < needed) {
+    const index = recordBytes === 0 ? 0 : Math.floor(Math.max(0, size - header.dataOffset) / recordBytes);
+    throw truncated(
+      `${label} ends inside record ${index}: its header promises ${records} records of ${recordBytes} bytes (${needed} bytes in all) but ${what} has ${size}`,
+    );
+  }
+  return { records, sampleShape, recordBytes };
+}
+
+/**
  * Opens a .npy file (float32, float64, uint8 or int64, C order, little-endian)
  * whose first axis is the samples. Batches keep the file's dtype. The header
  * is checked now; the data is read batch by batch.
@@ -159,15 +182,7 @@ export async function readNpy(file: string, options?: NpyOptions): Promise<Datas
   const { data } = resolveDataOptions(options);
   const stats = await statFile(file, 'a .npy file');
   const header = await readHeader(file, stats.size);
-  const [records = 0, ...sampleShape] = header.shape;
-  const recordBytes = sampleShape.reduce((a, b) => a * b, header.itemBytes);
-  const needed = header.dataOffset + records * recordBytes;
-  if (stats.size < needed) {
-    const index = recordBytes === 0 ? 0 : Math.floor(Math.max(0, stats.size - header.dataOffset) / recordBytes);
-    throw truncated(
-      `${file} ends inside record ${index}: its header promises ${records} records of ${recordBytes} bytes (${needed} bytes in all) but the file has ${stats.size}`,
-    );
-  }
+  const { records, sampleShape, recordBytes } = npyRecords(header, stats.size, file, 'the file');
   const layout: RecordLayout = {
     segments: [{ file, label: file, offset: header.dataOffset, count: records }],
     recordBytes,

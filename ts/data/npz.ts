@@ -14,7 +14,7 @@ import { requireString } from '../util/is';
 import { Tensor, type DType, type TensorData } from '../model/tensor';
 import { type BatchReader, type BatchSource, Dataset } from './dataset';
 import { badFormat, hex, notFound, openFile, readAt, statFile, truncated } from './files';
-import { type NpyHeader, npyDecoder, readNpyHeader } from './npy';
+import { type NpyHeader, npyDecoder, npyRecords, readNpyHeader } from './npy';
 import { type NpzOptions, resolveDataOptions } from './options';
 import { type RecordLayout, RecordReader } from './records';
 
@@ -537,15 +537,7 @@ export async function readNpz(file: string, options?: NpzOptions): Promise<NpzDa
               return piece.length;
             };
       const header = await readNpyHeader(label, member.size, read);
-      const [records = 0, ...sampleShape] = header.shape;
-      const recordBytes = sampleShape.reduce((a, b) => a * b, header.itemBytes);
-      const needed = header.dataOffset + records * recordBytes;
-      if (member.size < needed) {
-        const index = recordBytes === 0 ? 0 : Math.floor(Math.max(0, member.size - header.dataOffset) / recordBytes);
-        throw truncated(
-          `${label} ends inside record ${index}: its header promises ${records} records of ${recordBytes} bytes (${needed} bytes in all) but the array has ${member.size}`,
-        );
-      }
+      const { records, sampleShape, recordBytes } = npyRecords(header, member.size, label, 'the array');
       const input: NpzInput = {
         name: stripNpy(member.name),
         dtype: header.dtype,
