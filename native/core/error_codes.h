@@ -68,6 +68,10 @@ inline constexpr const char* kInvalidBatch = "ERR_INVALID_BATCH";
 inline constexpr const char* kNonFinite = "ERR_NON_FINITE";
 // `export()` before any batch was compared (skipped batches do not count).
 inline constexpr const char* kNoData = "ERR_NO_DATA";
+// A full-batch comparison would need more memory than its budget
+// (`fullBatch.memoryBudget`, `--memory-budget`); the message gives the estimate
+// and what to lower.
+inline constexpr const char* kMemoryBudget = "ERR_MEMORY_BUDGET";
 // A model used after `dispose()`.
 inline constexpr const char* kDisposed = "ERR_DISPOSED";
 // `compare()` or `export()` while a `compare()` runs on the same object.

@@ -51,6 +51,8 @@ export const ErrorCodes = {
   NON_FINITE: 'ERR_NON_FINITE',
   /** `export()` before any batch was compared (skipped batches do not count). */
   NO_DATA: 'ERR_NO_DATA',
+  /** A full-batch comparison would need more memory than its budget (`fullBatch.memoryBudget`, `--memory-budget`); the message gives the estimate and what to lower. */
+  MEMORY_BUDGET: 'ERR_MEMORY_BUDGET',
   /** A model used after `dispose()`. */
   DISPOSED: 'ERR_DISPOSED',
   /** `compare()` or `export()` while a `compare()` runs on the same object. */
