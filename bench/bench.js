@@ -1,7 +1,17 @@
 #!/usr/bin/env node
 // npm run bench: compare() against the forward-pass floor.
 //
-//   node bench/bench.js [--workloads A,B,S,C,D,M] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node bench/bench.js [--workloads A,B,S,C,D,M,F] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//
+// F (full batch, docs/full-batch.md) compares ResNet18 and ResNet34 blocks on
+// one evaluation set of N = 1,000 and 5,000 samples (chunks of 128) at 1
+// thread: at N = 1,000 every measure together and each measure alone (what
+// its measure phase costs), at N = 5,000 the measures that need no
+// eigendecomposition together, and the eigendecomposition measures on one
+// layer per model (fc vs fc), which times one N x N float64 eigh per layer.
+// It reports the phases (forward passes, Grams, measures), the memory
+// estimate and the peak RSS. F is not in the default list (it takes about
+// 10 minutes); --quick runs N = 1,000 only.
 //
 // M (measures) runs workload B's models and C's chain50 with measures [cka],
 // [cka, rbf_cka], [cka, dcor] and [cka, rbf_cka, dcor] at 1 thread, the sets
@@ -78,6 +88,18 @@ const WORKLOADS = {
     batches: 4,
     measureSets: [['cka'], ['cka', 'rbf_cka'], ['cka', 'dcor'], ['cka', 'rbf_cka', 'dcor']],
   },
+  F: {
+    title: 'F: full batch, ResNet18 vs ResNet34 blocks, one evaluation set',
+    models: ['resnet18', 'resnet34'],
+    shape: [3, 32, 32],
+    chunk: 128,
+    layers: ['conv1', 'maxpool', 'layer*.?', 'avgpool', 'fc'],
+    runs: [
+      { samples: 1000, measures: 'all', each: true },
+      { samples: 5000, measures: 'kernel' },
+      { samples: 5000, measures: 'eigen', layers: ['fc'] },
+    ],
+  },
   C: {
     title: 'C: scaling, L tapped Linear(256) layers on each side',
     chains: [50, 200, 500],
@@ -141,8 +163,24 @@ function plan(args) {
   const configs = [];
   for (const key of args.workloads) {
     const w = WORKLOADS[key];
-    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C, D or M)`);
+    if (!w) throw new Error(`Unknown workload ${key} (A, B, S, C, D, M or F)`);
     if (key === 'D') continue; // distributedBench()
+    if (key === 'F') {
+      for (const run of args.quick ? w.runs.slice(0, 1) : w.runs) {
+        configs.push({
+          workload: key,
+          title: w.title,
+          models: w.models,
+          shape: w.shape,
+          n: w.chunk,
+          batches: Math.ceil(run.samples / w.chunk),
+          threads: 1,
+          ...run,
+          layers: run.layers ?? w.layers,
+        });
+      }
+      continue;
+    }
     if (key === 'M') {
       for (const pair of w.pairs) {
         for (const n of args.quick ? pair.sizes.slice(0, 1) : pair.sizes) {
@@ -479,6 +517,98 @@ async function measuresChild(config) {
   };
 }
 
+const FULL_MEASURES = {
+  kernel: ['cka', 'linear_cka_biased', 'rbf_cka', 'rbf_cka_biased', 'dcor', 'rsa', 'mknn'],
+  eigen: ['cca_rho', 'cca_r2', 'svcca', 'procrustes'],
+};
+FULL_MEASURES.all = [...FULL_MEASURES.kernel, ...FULL_MEASURES.eigen];
+
+/**
+ * Workload F in a child: the bare forward passes over the N samples (the
+ * floor), then one full-batch compare() of the measure set (and, with
+ * `each`, one per measure alone), with the engine's phase times.
+ */
+async function fullBatchChild(config) {
+  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
+  const { binding } = require(path.join(ROOT, 'dist', 'native', 'binding'));
+  const native = binding();
+  const file = (name) => path.join(MODELS, `${name}.pt`);
+  const plain = [
+    await native.loadModel(file(config.models[0]), 'cpu', false),
+    await native.loadModel(file(config.models[1]), 'cpu', false),
+  ];
+  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
+  const m2 = await loadModel(file(config.models[1]), { name: config.models[1] });
+  const batches = makeBatches(config);
+  const t0 = performance.now();
+  for (const batch of batches) for (const model of plain) await model.forwardOnly(batch, 1);
+  const floorMs = ((performance.now() - t0) * config.samples) / (config.n * config.batches);
+  const layers = { model1Layers: config.layers, model2Layers: config.layers };
+  const run = async (measures) => {
+    const t = performance.now();
+    const cka = new CKA(m1, m2, { threads: 1, onWarning: () => {}, measures, fullBatch: config.samples, ...layers });
+    await cka.compare(batches);
+    const result = cka.export();
+    return {
+      measures,
+      ms: performance.now() - t,
+      rows: [result.model1Layers.length, result.model2Layers.length],
+      stats: cka.fullBatchStats(),
+    };
+  };
+  const measures = FULL_MEASURES[config.measures];
+  const together = await run(measures);
+  const alone = [];
+  if (config.each) for (const measure of measures) alone.push(await run([measure]));
+  return {
+    workload: 'F',
+    models: config.models,
+    samples: config.samples,
+    chunk: config.n,
+    set: config.measures,
+    floorMs,
+    together,
+    alone,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
+}
+
+/** Workload F: the phases of each run, in seconds. */
+function fullBatchTable(results) {
+  const s = (ms) => (ms / 1000).toFixed(1);
+  const lines = [
+    [
+      'N',
+      'rows',
+      'measures',
+      'total s',
+      'forward s',
+      'Grams s',
+      'measures s',
+      'forward floor s',
+      'estimate',
+      'peak RSS',
+    ],
+  ];
+  for (const r of results) {
+    for (const one of [r.together, ...r.alone]) {
+      lines.push([
+        String(r.samples),
+        `${one.rows[0]}x${one.rows[1]}`,
+        one === r.together ? `${r.set} (${one.measures.length})` : `  ${one.measures[0]} alone`,
+        s(one.ms),
+        s(one.stats.forwardMs),
+        s(one.stats.gramMs),
+        s(one.stats.measureMs),
+        one === r.together ? s(r.floorMs) : '',
+        mb(one.stats.estimateBytes),
+        one === r.together ? mb(r.peakRssBytes) : '',
+      ]);
+    }
+  }
+  return columns(lines);
+}
+
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const range = ({ median: m, min, max }, digits, unit = '') =>
   `${m.toFixed(digits)}${unit} [${min.toFixed(digits)}-${max.toFixed(digits)}]`;
@@ -562,7 +692,9 @@ async function main() {
         ? await distributedChild(config)
         : config.workload === 'M'
           ? await measuresChild(config)
-          : await child(config);
+          : config.workload === 'F'
+            ? await fullBatchChild(config)
+            : await child(config);
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
@@ -577,8 +709,12 @@ async function main() {
   );
   const results = [];
   const measures = [];
+  const full = [];
   for (const config of configs) {
-    const label = `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measureSets ? ' measure sets' : ''}`;
+    const label =
+      config.workload === 'F'
+        ? `F N=${config.samples} ${config.measures} measures`
+        : `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measureSets ? ' measure sets' : ''}`;
     process.stdout.write(`  ${label} ...`);
     const env = {
       ...process.env,
@@ -591,6 +727,11 @@ async function main() {
       maxBuffer: 1 << 24,
     });
     const result = JSON.parse(out.trim().split('\n').pop());
+    if (result.workload === 'F') {
+      full.push(result);
+      process.stdout.write(` ${(result.together.ms / 1000).toFixed(1)} s\n`);
+      continue;
+    }
     if (result.workload === 'M') {
       measures.push(result);
       process.stdout.write(` +${result.sets[result.sets.length - 1].addedMs.median.toFixed(1)} ms per step\n`);
@@ -600,6 +741,12 @@ async function main() {
     process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
   }
   if (measures.length > 0) console.log(`\n${measuresTable(measures)}\n`);
+  if (full.length > 0) {
+    console.log(`\n${fullBatchTable(full)}\n`);
+    console.log(
+      'full batch: 1 thread; forward floor: both models bare over the N samples; estimate: the memory estimate.',
+    );
+  }
   if (results.length > 0) {
     console.log(`\n${table(results)}\n`);
     console.log(
@@ -620,6 +767,7 @@ async function main() {
     runs: args.runs,
     results,
     ...(measures.length > 0 ? { measures } : {}),
+    ...(full.length > 0 ? { fullBatch: full } : {}),
     ...(distributed ? { distributed } : {}),
   };
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
