@@ -220,15 +220,17 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
     compare_once(here, tapped.first, tapped.second, &a);
     compare_once(there, other.first, other.second, &b);
     max_diff = 0;
-    for (size_t i = 0; i < a.cka.size(); ++i) {
-      if (a.cka[i].has_value() != b.cka[i].has_value()) {
+    const auto& va = a.matrices.front();
+    const auto& vb = b.matrices.front();
+    for (size_t i = 0; i < va.size(); ++i) {
+      if (va[i].has_value() != vb[i].has_value()) {
         max_diff = INFINITY;
         break;
       }
-      if (a.cka[i]) max_diff = std::max(max_diff, std::abs(*a.cka[i] - *b.cka[i]));
+      if (va[i]) max_diff = std::max(max_diff, std::abs(*va[i] - *vb[i]));
     }
     std::printf("max |CKA(%s) - CKA(%s)| = %.3g over %lld batch(es), %zu values\n", device.c_str(),
-                other_device.c_str(), max_diff, static_cast<long long>(count), a.cka.size());
+                other_device.c_str(), max_diff, static_cast<long long>(count), va.size());
   }
   if (opt.count("json")) {
     std::ofstream out(opt["json"]);
