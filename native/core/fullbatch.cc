@@ -80,6 +80,12 @@ struct Layer {
   throw CKAError(codes::kInvalidArg, message, ErrorKind::RangeError);
 }
 
+// Rows per block of a kernel pass: all `layers` float64 row blocks within
+// the budget (at least one row).
+int64_t pass_rows(int64_t layers, int64_t n) {
+  return std::max<int64_t>(1, std::min<int64_t>(n, kBlockBudget / std::max<int64_t>(1, layers * n * 8)));
+}
+
 // The shifted Gram rows [i0, i1) in float64.
 at::Tensor gram_rows(const Layer& layer, int64_t i0, int64_t i1) {
   return layer.source->gram.slice(0, i0, i1).to(at::kDouble);
@@ -109,7 +115,7 @@ double median_d2(const Layer& layer, int64_t n) {
   return count % 2 == 1 ? kth(count / 2 + 1) : 0.5 * (kth(count / 2) + kth(count / 2 + 1));
 }
 
-void prepare_basic(Layer& layer, const FullGram& g, int64_t n) {
+void prepare_basic(Layer& layer, const FullGram& g, int64_t n, const std::string& name) {
   layer.source = &g;
   const at::Tensor gram = g.gram.to(at::kDouble);
   layer.row_mean = gram.mean(1);
@@ -119,7 +125,11 @@ void prepare_basic(Layer& layer, const FullGram& g, int64_t n) {
   const double trace = layer.gram_diag.sum().item<double>() - static_cast<double>(n) * layer.total_mean;
   const double dots = g.dots.defined() && g.dots.numel() > 0 ? g.dots.to(at::kDouble).sum().item<double>() : 0.0;
   const double norm = layer.gram_diag.sum().item<double>() + 2.0 * dots + static_cast<double>(n) * g.ref_norm2;
-  layer.constant = !(trace > norm * kConstantTolerance && norm > 0) || !std::isfinite(trace);
+  if (!std::isfinite(trace) || !std::isfinite(norm) || !at::isfinite(gram).all().item<bool>()) {
+    throw CKAError(codes::kNonFinite, "The full-batch Gram of " + name + " holds values that are not finite numbers",
+                   ErrorKind::RangeError);
+  }
+  layer.constant = !(trace > norm * kConstantTolerance && norm > 0);
 }
 
 void prepare_sigma(Layer& layer, int64_t n, double threshold) {
@@ -260,7 +270,7 @@ KernelSums kernel_pass(const std::vector<Layer*>& a, const std::vector<Layer*>& 
     s.diag_b = at::empty({p, n}, options);
     for (int64_t i = 0; i < p; ++i) s.diag_b[i].copy_(kernel_diag(*b[i], kernel, n));
   }
-  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(n, kBlockBudget / (layers * n * 8)));
+  const int64_t rows = pass_rows(layers, n);
   at::Tensor block_a = at::empty({m, rows, n}, options);
   at::Tensor block_b = shared ? block_a : at::empty({p, rows, n}, options);
   for (int64_t i0 = 0; i0 < n; i0 += rows) {
@@ -389,8 +399,9 @@ int64_t full_batch_measure_bytes(int64_t n, int64_t m, int64_t p, bool shared, c
   int64_t transient = nn * 8 * 2;  // prepare_basic's float64 copy of one Gram (and its row mean pass)
   if (kernel) {
     held += layers * n * 8 * 4;
-    transient =
-        std::max(transient, 2 * kBlockBudget + 4 * n * 8 * std::max<int64_t>(1, kBlockBudget / (layers * n * 8)));
+    // All layers' row blocks, plus one layer's block temporaries (3 blocks).
+    const int64_t rows = pass_rows(layers, n);
+    transient = std::max(transient, (layers + 3) * rows * n * 8);
   }
   if (rbf) transient = std::max(transient, 3 * nn * 8);
   if (eigen) {
@@ -398,12 +409,12 @@ int64_t full_batch_measure_bytes(int64_t n, int64_t m, int64_t p, bool shared, c
     transient = std::max(transient, 6 * nn * 8);
   }
   if (rsa) {
-    held += layers * (nn - n) / 2 * 8;
+    held += layers * (nn - n) / 2 * 8 + nn;  // rank vectors, the upper-triangle mask
     transient = std::max(transient, 5 * nn * 8);
   }
   if (mknn) {
     held += layers * n * settings.mknn_k * 8;
-    transient = std::max(transient, 2 * kBlockBudget);
+    transient = std::max(transient, kBlockBudget + 3 * n * 8);  // a row block of cosines, its sort
   }
   return held + transient;
 }
@@ -477,15 +488,15 @@ FullBatchMatrices compute_full_batch(const std::vector<FullGram>& k, const std::
     check();
     const FullGram& g = i < m ? k[static_cast<size_t>(i)] : l[static_cast<size_t>(i - m)];
     Layer& layer = layers[static_cast<size_t>(i)];
-    prepare_basic(layer, g, n);
+    prepare_basic(
+        layer, g, n,
+        i < m ? "layer " + std::to_string(i) + " of model 1" : "layer " + std::to_string(i - m) + " of model 2");
     layer.fills = g.features >= n - 1;
     if (!layer.constant) {
       if (rbf) prepare_sigma(layer, n, settings.rbf_threshold);
       if (eigen) prepare_eigen(layer, n, settings);
       if (rsa) prepare_ranks(layer, n, upper);
       if (mknn) prepare_neighbours(layer, n, settings.mknn_k);
-    } else if (eigen) {
-      layer.fills = g.features >= n - 1;
     }
     tick(1);
   }
@@ -650,7 +661,7 @@ FullBatchMatrices compute_full_batch(const std::vector<FullGram>& k, const std::
         put(slot, i, j, 0.0, "constant");
         return;
       }
-      if ((i & 7) == 0) check();
+      check();
       const double value = at::dot(x.ranks, y.ranks).item<double>();
       put(slot, i, j, std::min(1.0, std::max(-1.0, value)), nullptr);
     });

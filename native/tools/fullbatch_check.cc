@@ -19,10 +19,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "blas.h"
 #include "device.h"
@@ -69,6 +71,16 @@ FullGram make_gram(const at::Tensor& features, int64_t chunk, const c10::Device&
   return g;
 }
 
+// VmRSS or VmHWM of this process, in bytes (Linux; 0 elsewhere).
+int64_t memory_status(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::strlen(field) + 1)) * 1024;
+  }
+  return 0;
+}
+
 std::string number(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[64];
@@ -105,10 +117,30 @@ int measures(std::map<std::string, std::string>& opt) {
   if (opt.count("mknn-k")) settings.mknn_k = std::stoll(opt["mknn-k"]);
   if (opt.count("cca-ridge")) settings.cca_ridge = std::stod(opt["cca-ridge"]);
   FullBatchProgress progress;
-  std::atomic<bool> cancelled{false};
+  std::atomic<bool> cancelled{false}, finished{false};
+  // --cancel-after U: set `cancelled` once U units are done (a cancel() during the measures).
+  const int64_t cancel_after = opt.count("cancel-after") ? std::stoll(opt["cancel-after"]) : -1;
+  std::thread watcher([&] {
+    while (cancel_after >= 0 && !finished.load()) {
+      if (progress.done.load() >= cancel_after) cancelled.store(true);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  });
+  std::ofstream("/proc/self/clear_refs") << "5";  // resets VmHWM to the current RSS
+  const int64_t rss_before = memory_status("VmRSS:");
   const auto start = std::chrono::steady_clock::now();
-  const FullBatchMatrices r = compute_full_batch(k, shared ? k : l, settings, &progress, &cancelled);
+  FullBatchMatrices r;
+  try {
+    r = compute_full_batch(k, shared ? k : l, settings, &progress, &cancelled);
+  } catch (...) {
+    finished.store(true);
+    watcher.join();
+    throw;
+  }
+  finished.store(true);
+  watcher.join();
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const int64_t peak = memory_status("VmHWM:") - rss_before;
   const size_t m = k.size(), p = shared ? k.size() : l.size();
   auto ints = [](int64_t v) { return std::to_string(v); };
   auto bools = [](bool v) { return std::string(v ? "true" : "false"); };
@@ -116,11 +148,11 @@ int measures(std::map<std::string, std::string>& opt) {
   out << "{\"n\":" << n << ",\"ms\":" << number(ms) << ",\"done\":" << progress.done.load()
       << ",\"total\":" << progress.total.load() << ",\"measure_bytes\":"
       << full_batch_measure_bytes(n, static_cast<int64_t>(m), static_cast<int64_t>(p), shared, settings)
-      << ",\"eigen_tolerance\":" << number(r.eigen_tolerance) << ",\"sigma1\":" << list(r.sigma1, number)
-      << ",\"sigma2\":" << list(r.sigma2, number) << ",\"rank1\":" << list(r.rank1, ints)
-      << ",\"rank2\":" << list(r.rank2, ints) << ",\"svcca_dims1\":" << list(r.svcca_dims1, ints)
-      << ",\"svcca_dims2\":" << list(r.svcca_dims2, ints) << ",\"fills1\":" << list(r.fills1, bools)
-      << ",\"fills2\":" << list(r.fills2, bools) << ",\"measures\":{";
+      << ",\"peak_rss_growth\":" << peak << ",\"eigen_tolerance\":" << number(r.eigen_tolerance)
+      << ",\"sigma1\":" << list(r.sigma1, number) << ",\"sigma2\":" << list(r.sigma2, number)
+      << ",\"rank1\":" << list(r.rank1, ints) << ",\"rank2\":" << list(r.rank2, ints)
+      << ",\"svcca_dims1\":" << list(r.svcca_dims1, ints) << ",\"svcca_dims2\":" << list(r.svcca_dims2, ints)
+      << ",\"fills1\":" << list(r.fills1, bools) << ",\"fills2\":" << list(r.fills2, bools) << ",\"measures\":{";
   for (size_t s = 0; s < settings.measures.size(); ++s) {
     out << (s ? "," : "") << "\"" << full_measure_id(settings.measures[s]) << "\":{\"values\":[";
     for (size_t i = 0; i < m; ++i) {

@@ -360,6 +360,23 @@ def main():
         res = subprocess.run([tool, "measures", "--n", "3", "--x", "/dev/null:1", "--y", "/dev/null:1"],
                              capture_output=True, text=True)
         chk.expect(res.returncode != 0, "edge: N < 4 refused")
+        # mknnK >= N and an unknown measure: ERR_INVALID_ARG; a cancel during the measures: ABORT_ERR.
+        for opts, measures, code in ((dict(base, k=n), ["mknn"], "ERR_INVALID_ARG"),
+                                     (base, ["cka", "nope"], "ERR_INVALID_ARG")):
+            try:
+                run_tool(tool, [x], [x], opts, measures=measures)
+                chk.expect(False, f"edge: {measures} with k={opts['k']} refused")
+            except RuntimeError as e:
+                chk.expect(code in str(e), f"edge: {code} expected, got {e}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "x.f64")
+            big = rng.standard_normal((300, 400))
+            big.tofile(path)
+            for after in (0, 2):
+                res = subprocess.run([tool, "measures", "--n", "300", "--x", ",".join([f"{path}:400"] * 3), "--shared", "1",
+                                      "--cancel-after", str(after), "--measures", "procrustes,rsa"],
+                                     capture_output=True, text=True)
+                chk.expect(res.returncode != 0 and "ABORT_ERR" in res.stderr, f"edge: cancel after {after}: {res.stderr}")
 
     for measure, (diff, case) in sorted(chk.worst.items()):
         print(f"{measure:18s} largest difference {diff:.3g} ({case})")
