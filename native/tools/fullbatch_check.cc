@@ -180,44 +180,54 @@ int measures(std::map<std::string, std::string>& opt) {
 }
 
 // One layer's eigendecomposition and one pair's eigen work at each N, on
-// random full-rank Grams (the worst case: r = N - 1).
+// random full-rank Grams (the worst case: r = N - 1), op by op as
+// compute_full_batch runs them; then (unless --whole 0) compute_full_batch
+// itself for one layer per side with each measure alone.
 int bench(std::map<std::string, std::string>& opt) {
   const c10::Device device = parse_device(opt.count("device") ? opt["device"] : "cpu");
-  const int repeat = opt.count("repeat") ? std::stoi(opt["repeat"]) : 1;
+  const bool whole = !opt.count("whole") || opt["whole"] != "0";
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
+  auto clock = [&](auto&& fn) {
+    sync();
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
   for (const std::string& text : split(opt.count("n") ? opt["n"] : "1000", ',')) {
     const int64_t n = std::stoll(text);
     at::manual_seed(1);
     std::vector<FullGram> k, l;
-    k.push_back(make_gram(at::randn({n, 2 * n}, at::kDouble), 32, device));
-    l.push_back(make_gram(at::randn({n, 2 * n}, at::kDouble), 32, device));
-    auto time = [&](std::vector<FullMeasure> list) {
-      FullBatchSettings settings;
-      settings.measures = std::move(list);
-      settings.cca_ridge = 0.1;  // every pair computed (no rank-deficient shortcut)
-      double best = 1e300;
-      for (int i = 0; i < repeat; ++i) {
-        const auto start = std::chrono::steady_clock::now();
-        compute_full_batch(k, l, settings, nullptr, nullptr);
-        if (device.is_cuda()) torch::cuda::synchronize(device.index());
-        best =
-            std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-      }
-      return best;
-    };
-    // Two layers (one per side) with each measure set; the layer-only part is
-    // measured with the kernel measure that costs O(N²).
-    const double base = time({FullMeasure::kCka});
-    const double cca = time({FullMeasure::kCcaRho});
-    const double procrustes = time({FullMeasure::kProcrustes});
-    const double all_eigen =
-        time({FullMeasure::kCcaRho, FullMeasure::kCcaR2, FullMeasure::kSvcca, FullMeasure::kProcrustes});
-    const double rbf = time({FullMeasure::kRbfCka});
-    const double rsa = time({FullMeasure::kRsa});
-    const double mknn = time({FullMeasure::kMknn});
+    k.push_back(make_gram(at::randn({n, n + 8}, at::kDouble), 32, device));
+    l.push_back(make_gram(at::randn({n, n + 8}, at::kDouble), 32, device));
+    const auto options = at::TensorOptions().dtype(at::kDouble).device(device);
+    at::Tensor kc = k[0].gram.to(at::kDouble);
+    kc = kc - kc.mean(0, true) - kc.mean(1, true) + kc.mean();
+    std::tuple<at::Tensor, at::Tensor> eig;
+    const double eigh_ms = clock([&] { eig = at::linalg_eigh(kc); });
+    const at::Tensor u = std::get<1>(eig).slice(1, 1, n).contiguous();
+    const at::Tensor v = std::get<0>(at::linalg_qr(at::randn({n, n - 1}, options))).contiguous();
+    at::Tensor mxy;
+    const double mm_ms = clock([&] { mxy = at::mm(u.t(), v); });
+    const double svd_ms = clock([&] { at::linalg_svdvals(mxy).sum().item<double>(); });
     std::printf(
-        "{\"n\":%lld,\"threads\":%d,\"cka_ms\":%.1f,\"cca_rho_ms\":%.1f,\"procrustes_ms\":%.1f,\"all_eigen_ms\":%.1f,"
-        "\"rbf_cka_ms\":%.1f,\"rsa_ms\":%.1f,\"mknn_ms\":%.1f}\n",
-        static_cast<long long>(n), at::get_num_threads(), base, cca, procrustes, all_eigen, rbf, rsa, mknn);
+        "{\"n\":%lld,\"threads\":%d,\"device\":\"%s\",\"eigh_ms\":%.1f,\"pair_mm_ms\":%.1f,\"pair_svdvals_ms\":%.1f",
+        static_cast<long long>(n), at::get_num_threads(), device.str().c_str(), eigh_ms, mm_ms, svd_ms);
+    if (whole) {
+      for (FullMeasure measure :
+           {FullMeasure::kCka, FullMeasure::kLinearCkaBiased, FullMeasure::kRbfCka, FullMeasure::kRbfCkaBiased,
+            FullMeasure::kDcor, FullMeasure::kCcaRho, FullMeasure::kCcaR2, FullMeasure::kSvcca,
+            FullMeasure::kProcrustes, FullMeasure::kRsa, FullMeasure::kMknn}) {
+        FullBatchSettings settings;
+        settings.measures = {measure};
+        settings.cca_ridge = 0.1;  // every pair computed (no rank-deficient shortcut)
+        const double ms = clock([&] { compute_full_batch(k, l, settings, nullptr, nullptr); });
+        std::printf(",\"%s_ms\":%.1f", full_measure_id(measure), ms);
+      }
+    }
+    std::printf("}\n");
     std::fflush(stdout);
   }
   return 0;

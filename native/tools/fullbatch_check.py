@@ -311,6 +311,17 @@ def main():
                        f"high: {measure} reasons {got['measures'][measure]['reasons']}")
         compare_case(chk, tool, "high ridge", xs, ys, dict(base, ridge=0.1))
 
+    if want("large"):
+        # Conv-like layers at a larger N (d >> N, ranks N - 1): Procrustes and
+        # ridge CCA sum hundreds of singular values; low-rank ones next to them.
+        n = 400
+        z = rng.standard_normal((n, 30))
+        xs = [np.maximum(z @ rng.standard_normal((30, 1200)), 0) + 0.2 * rng.standard_normal((n, 1200)),
+              z @ rng.standard_normal((30, 40)) + 0.5 * rng.standard_normal((n, 40))]
+        ys = [np.tanh(z @ rng.standard_normal((30, 900))) + 0.3 * rng.standard_normal((n, 900)), z[:, :20] + 1.0]
+        compare_case(chk, tool, "large", xs, ys, base)
+        compare_case(chk, tool, "large ridge", xs, ys, dict(base, ridge=0.01))
+
     if want("shared"):
         # One model with itself: symmetric, diagonal exactly 1.
         n = 80
