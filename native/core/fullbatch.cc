@@ -225,7 +225,7 @@ struct KernelSums {
   at::Tensor diag_a, diag_b;      // (m, N), (p, N): kernel diagonals
 };
 
-// Rows [i0, i1) of a layer's kernel, with a zero diagonal; `usable` false gives zeros.
+// Rows [i0, i1) of a layer's kernel, with a zero diagonal (zeros for an RBF kernel without σ).
 at::Tensor kernel_rows(const Layer& layer, Kernel kernel, int64_t i0, int64_t i1) {
   at::Tensor block;
   if (kernel == Kernel::kLinear) {
@@ -619,38 +619,52 @@ FullBatchMatrices compute_full_batch(const std::vector<FullGram>& k, const std::
         tick(1);
         return;
       }
-      const at::Tensor mxy = at::mm(x.factor.t(), y.factor);  // (rx, ry)
       const at::Tensor& wx = w1[static_cast<size_t>(i)];
       const at::Tensor& wy = w2[static_cast<size_t>(j)];
+      const bool cca_deficient = ridge == 0 && (x.fills || y.fills);
+      const int64_t kx = x.svcca_dims, ky = y.svcca_dims;
+      const bool svcca_deficient = ridge == 0 && (kx >= n - 1 || ky >= n - 1);
+      // A layer with itself (shared lists) is 1 wherever defined: put() writes
+      // it. Otherwise the product is made as large as the asked measures need:
+      // all of Uxᵀ Uy for cca and procrustes, its top-left corner for svcca
+      // alone, nothing where every cell is rank-deficient.
+      const bool self = shared && i == j;
+      const bool full = !self && (((slot_rho >= 0 || slot_r2 >= 0) && !cca_deficient) || slot_pr >= 0);
+      at::Tensor mxy, corner;
+      if (full) {
+        mxy = at::mm(x.factor.t(), y.factor);  // (rx, ry)
+        corner = mxy.slice(0, 0, kx).slice(1, 0, ky);
+      } else if (!self && slot_sv >= 0 && !svcca_deficient) {
+        corner = at::mm(x.factor.slice(1, 0, kx).t(), y.factor.slice(1, 0, ky));
+      }
       if (slot_rho >= 0 || slot_r2 >= 0) {
-        const bool deficient = ridge == 0 && (x.fills || y.fills);
-        double rho = 0, r2 = 0;
-        if (!deficient) {
+        double rho = 1, r2 = 1;
+        if (!cca_deficient && !self) {
           const at::Tensor sv =
               singular_values(ridge > 0 ? mxy * wx.unsqueeze(1) * wy.unsqueeze(0) : mxy).clamp(0.0, 1.0);
           const double count = static_cast<double>(std::min(x.rank, y.rank));
           rho = sv.sum().item<double>() / count;
           r2 = sv.square().sum().item<double>() / count;
         }
-        put(slot_rho, i, j, rho, deficient ? "rank_deficient" : nullptr);
-        put(slot_r2, i, j, r2, deficient ? "rank_deficient" : nullptr);
+        put(slot_rho, i, j, rho, cca_deficient ? "rank_deficient" : nullptr);
+        put(slot_r2, i, j, r2, cca_deficient ? "rank_deficient" : nullptr);
       }
       if (slot_sv >= 0) {
-        const int64_t kx = x.svcca_dims, ky = y.svcca_dims;
-        const bool deficient = ridge == 0 && (kx >= n - 1 || ky >= n - 1);
-        double rho = 0;
-        if (!deficient) {
-          at::Tensor corner = mxy.slice(0, 0, kx).slice(1, 0, ky);
+        double rho = 1;
+        if (!svcca_deficient && !self) {
           if (ridge > 0) corner = corner * wx.slice(0, 0, kx).unsqueeze(1) * wy.slice(0, 0, ky).unsqueeze(0);
           rho = singular_values(corner).clamp(0.0, 1.0).sum().item<double>() / static_cast<double>(std::min(kx, ky));
         }
-        put(slot_sv, i, j, rho, deficient ? "rank_deficient" : nullptr);
+        put(slot_sv, i, j, rho, svcca_deficient ? "rank_deficient" : nullptr);
       }
       if (slot_pr >= 0) {
-        const at::Tensor scaled = mxy * x.lambda.sqrt().unsqueeze(1) * y.lambda.sqrt().unsqueeze(0);
-        const double nuclear = singular_values(scaled).clamp_min(0.0).sum().item<double>();
-        const double value = nuclear / std::sqrt(x.lambda_sum * y.lambda_sum);
-        put(slot_pr, i, j, std::min(1.0, std::max(0.0, value)), nullptr);
+        double value = 1;
+        if (!self) {
+          const at::Tensor scaled = mxy * x.lambda.sqrt().unsqueeze(1) * y.lambda.sqrt().unsqueeze(0);
+          const double nuclear = singular_values(scaled).sum().item<double>();
+          value = std::min(1.0, std::max(0.0, nuclear / std::sqrt(x.lambda_sum * y.lambda_sum)));
+        }
+        put(slot_pr, i, j, value, nullptr);
       }
       tick(1);
     });

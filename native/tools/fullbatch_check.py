@@ -310,6 +310,13 @@ def main():
             chk.expect(got["measures"][measure]["reasons"][0] == ["rank_deficient", "rank_deficient"],
                        f"high: {measure} reasons {got['measures'][measure]['reasons']}")
         compare_case(chk, tool, "high ridge", xs, ys, dict(base, ridge=0.1))
+        # Each measure alone takes its own path through the pair loop (svcca
+        # alone multiplies only the kept corners): the same values as all together.
+        for opts in (base, dict(base, ridge=0.1)):
+            together = run_tool(tool, xs, ys, opts)
+            for measure in ALL:
+                alone = run_tool(tool, xs, ys, opts, measures=[measure])["measures"][measure]
+                chk.expect(alone == together["measures"][measure], f"high: {measure} alone differs")
 
     if want("large"):
         # Conv-like layers at a larger N (d >> N, ranks N - 1): Procrustes and
