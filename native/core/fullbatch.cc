@@ -175,23 +175,31 @@ void prepare_eigen(Layer& layer, int64_t n, const FullBatchSettings& settings) {
   }
 }
 
+// Each temporary is released as soon as the next step has it (M = N(N-1)/2
+// values: at most about 5 M doubles alive at once).
 void prepare_ranks(Layer& layer, int64_t n, const at::Tensor& upper) {
-  const at::Tensor values = distance_rows(layer, 0, n).masked_select(upper);
-  auto sorted = at::sort(values);
-  const at::Tensor& v = std::get<0>(sorted);
-  const at::Tensor& order = std::get<1>(sorted);
+  at::Tensor v, order;
+  std::tie(v, order) = at::sort(distance_rows(layer, 0, n).masked_select(upper));
   // Average ranks of ties (scipy.stats.rankdata's "average"): a run of c
   // equal values ending at rank e (1-based) gets e - (c - 1)/2.
-  auto runs = at::unique_consecutive(v, false, true);
-  const at::Tensor counts = std::get<2>(runs);
-  const at::Tensor ends = counts.cumsum(0).to(at::kDouble);
-  const at::Tensor average = ends - (counts.to(at::kDouble) - 1.0) * 0.5;
-  const at::Tensor ranked = at::repeat_interleave(average, counts);
+  at::Tensor counts = std::get<2>(at::unique_consecutive(v, false, true));
+  v = at::Tensor();
+  at::Tensor average = counts.cumsum(0).to(at::kDouble);
+  average.sub_((counts.to(at::kDouble) - 1.0) * 0.5);
+  at::Tensor ranked = at::repeat_interleave(average, counts);
+  average = at::Tensor();
+  counts = at::Tensor();
   at::Tensor ranks = at::empty_like(ranked).scatter_(0, order, ranked);
+  ranked = at::Tensor();
+  order = at::Tensor();
   ranks.sub_(ranks.mean());
   const double norm = ranks.norm().item<double>();
   if (norm > 0 && std::isfinite(norm)) layer.ranks = ranks.div_(norm);
 }
+
+// Bytes per cosine of a row block in prepare_neighbours: the float64 cosines,
+// the sort's values and int64 order, and the sort's own copy of both.
+constexpr int64_t kNeighbourRowBytes = 40;
 
 void prepare_neighbours(Layer& layer, int64_t n, int64_t k) {
   const FullGram& g = *layer.source;
@@ -204,7 +212,8 @@ void prepare_neighbours(Layer& layer, int64_t n, int64_t k) {
   if ((norms <= scale * (64.0 * kFloat32Eps)).any().item<bool>()) return;
   const at::Tensor inv = norms.rsqrt();
   at::Tensor out = at::empty({n, k}, at::TensorOptions().dtype(at::kLong).device(g.gram.device()));
-  const int64_t b = std::max<int64_t>(1, std::min<int64_t>(n, kBlockBudget / (std::max<int64_t>(1, n) * 24)));
+  const int64_t b =
+      std::max<int64_t>(1, std::min<int64_t>(n, kBlockBudget / (std::max<int64_t>(1, n) * kNeighbourRowBytes)));
   for (int64_t i0 = 0; i0 < n; i0 += b) {
     const int64_t i1 = std::min(n, i0 + b);
     at::Tensor c = gram_rows(layer, i0, i1);
@@ -279,7 +288,7 @@ KernelSums kernel_pass(const std::vector<Layer*>& a, const std::vector<Layer*>& 
     at::Tensor ba = block_a.slice(1, 0, count);
     for (int64_t i = 0; i < m; ++i) ba[i].copy_(kernel_rows(*a[i], kernel, i0, i1));
     at::Tensor fa = ba.reshape({m, count * n});
-    s.square_a.add_(fa.square().sum(1));
+    for (int64_t i = 0; i < m; ++i) s.square_a[i].add_(at::dot(fa[i], fa[i]));  // no squared copy
     s.rows_a.slice(1, i0, i1).add_(ba.sum(2));
     if (shared) {
       s.cross.addmm_(fa, fa.t());
@@ -287,7 +296,7 @@ KernelSums kernel_pass(const std::vector<Layer*>& a, const std::vector<Layer*>& 
       at::Tensor bb = block_b.slice(1, 0, count);
       for (int64_t i = 0; i < p; ++i) bb[i].copy_(kernel_rows(*b[i], kernel, i0, i1));
       at::Tensor fb = bb.reshape({p, count * n});
-      s.square_b.add_(fb.square().sum(1));
+      for (int64_t i = 0; i < p; ++i) s.square_b[i].add_(at::dot(fb[i], fb[i]));
       s.rows_b.slice(1, i0, i1).add_(bb.sum(2));
       s.cross.addmm_(fa, fb.t());
     }
@@ -387,8 +396,11 @@ bool needs_eigen(FullMeasure measure) {
 //    d², the upper-triangle mask, values, sorted values and int64 order,
 //    ranks (≤ 5 N² doubles);
 //  - mknn: L·N·k int64 lists plus a row block of cosines and its sort (the budget).
-// The transients do not overlap (one layer or pair at a time), so the bound
-// is the held sum plus the largest transient.
+// The transients do not overlap (one layer or pair at a time), but the
+// allocator does not always give a phase's freed blocks back before the next
+// phase takes differently sized ones, and BLAS/LAPACK keep buffers of their
+// own: the bound is the held sum plus 1.5 x the largest transient plus
+// 64 MiB. fullbatch_check.py checks the peak RSS growth against it.
 int64_t full_batch_measure_bytes(int64_t n, int64_t m, int64_t p, bool shared, const FullBatchSettings& settings) {
   const int64_t layers = shared ? m : m + p;
   const int64_t nn = n * n;
@@ -421,7 +433,7 @@ int64_t full_batch_measure_bytes(int64_t n, int64_t m, int64_t p, bool shared, c
     held += layers * n * settings.mknn_k * 8;
     transient = std::max(transient, kBlockBudget + 3 * n * 8);  // a row block of cosines, its sort
   }
-  return held + transient;
+  return held + transient + transient / 2 + (64LL << 20);
 }
 
 FullBatchMatrices compute_full_batch(const std::vector<FullGram>& k, const std::vector<FullGram>& l,
@@ -698,6 +710,7 @@ FullBatchMatrices compute_full_batch(const std::vector<FullGram>& k, const std::
         put(slot, i, j, 0.0, "zero_norm");
         return;
       }
+      check();
       // The lists hold distinct indices, so equal entries count the intersection.
       const int64_t common = x.neighbours.unsqueeze(2).eq(y.neighbours.unsqueeze(1)).sum().item<int64_t>();
       put(slot, i, j, static_cast<double>(common) / (static_cast<double>(n) * kd), nullptr);
