@@ -3,7 +3,8 @@
 //
 //   fullbatch_check measures --n N --x a.f64:D1,b.f64:D2 [--y c.f64:D3 | --shared]
 //       [--measures cka,svcca,...] [--chunk C] [--threshold 0.5] [--svcca-variance 0.99]
-//       [--mknn-k 10] [--cca-ridge 0] [--device cpu|cuda] [--threads T]
+//       [--mknn-k 10] [--cca-ridge 0] [--sigma S] [--device cpu|cuda] [--threads T]
+//       [--cancel-after U]
 //   fullbatch_check bench --n 1000,2000 [--threads 1] [--device cpu]
 //
 // `measures` reads each layer's features (N x D float64, raw little-endian,
@@ -105,6 +106,12 @@ int measures(std::map<std::string, std::string>& opt) {
   if (!shared) {
     for (const std::string& spec : split(opt.at("y"), ','))
       l.push_back(make_gram(read_features(spec, n), chunk, device));
+  }
+  // --sigma S: a user σ on every layer (rbf measures), as FullGram::sigma.
+  if (opt.count("sigma")) {
+    for (auto* side : {&k, &l}) {
+      for (FullGram& g : *side) g.sigma = std::stod(opt["sigma"]);
+    }
   }
   FullBatchSettings settings;
   const std::string ids =

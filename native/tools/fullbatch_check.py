@@ -4,11 +4,14 @@ float64 references computed from the features with numpy and scipy.
 
     /usr/bin/python3 native/tools/fullbatch_check.py [--tool build-core/fullbatch_check] [--only demo]
 
-Cases: Kornblith et al.'s demo data (their published values to 1e-5), low-
-dimensional layers (d < N: every measure meaningful), high-dimensional layers
-(d > N: cca_rho and cca_r2 null "rank_deficient"), ridge CCA, one model with
-itself (shared), invariances, a constant layer and a zero sample. Prints the
-largest relative difference per measure and exits 1 on a failure.
+Cases (--only a,b): demo (Kornblith et al.'s data, their published values to
+1e-5), low (d < N: every measure meaningful; and ridge CCA), high (d > N:
+cca_rho and cca_r2 null "rank_deficient"; each measure alone equals all
+together), large (N = 400, d up to 1200), sigma (a user σ), shared (one model
+with itself: symmetric, diagonal 1, equal to the separate run), invariance,
+edge (a constant layer, a zero sample, bad arguments, cancel: ABORT_ERR),
+memory (peak RSS growth within full_batch_measure_bytes). Prints the largest
+relative difference per measure and exits 1 on a failure.
 """
 import argparse
 import json
@@ -208,6 +211,8 @@ def run_tool(tool, xs, ys, opts, shared=False, measures=ALL):
                "--mknn-k", str(opts["k"]), "--cca-ridge", str(opts["ridge"]), "--chunk", str(opts.get("chunk", 16)),
                "--threads", "1"]
         cmd += ["--shared", "1"] if shared else ["--y", specs(ys, "y")]
+        if "sigma" in opts:
+            cmd += ["--sigma", repr(opts["sigma"])]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr}")
@@ -333,6 +338,19 @@ def main():
         ys = [np.tanh(z @ rng.standard_normal((30, 900))) + 0.3 * rng.standard_normal((n, 900)), z[:, :20] + 1.0]
         compare_case(chk, tool, "large", xs, ys, base)
         compare_case(chk, tool, "large ridge", xs, ys, dict(base, ridge=0.01))
+
+    if want("sigma"):
+        # A user σ (FullGram::sigma) replaces the median rule for both rbf measures.
+        n = 70
+        x = rng.standard_normal((n, 6))
+        y = np.tanh(x @ rng.standard_normal((6, 9))) + 0.2 * rng.standard_normal((n, 9))
+        sigma = 1.7
+        got = run_tool(tool, [x], [y], dict(base, sigma=sigma), measures=["rbf_cka", "rbf_cka_biased"])
+        kx, _ = rbf_kernel(x, 0, sigma)
+        ky, _ = rbf_kernel(y, 0, sigma)
+        chk.close("sigma", "rbf_cka", got["measures"]["rbf_cka"]["values"][0][0], ratio(kx, ky), 1e-6)
+        chk.close("sigma", "rbf_cka_biased", got["measures"]["rbf_cka_biased"]["values"][0][0], cka(kx, ky), 1e-6)
+        chk.expect(got["sigma1"] == [sigma] and got["sigma2"] == [sigma], f"sigma: {got['sigma1']} {got['sigma2']}")
 
     if want("shared"):
         # One model with itself: symmetric, diagonal exactly 1.
