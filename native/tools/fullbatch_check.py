@@ -246,7 +246,7 @@ class Checker:
 # Values smaller than this are compared absolutely (to tol x SMALL): an
 # unbiased HSIC near 0 is a difference of large terms, each carrying the
 # float32 rounding of the Grams (about 1e-8 absolute).
-SMALL = 0.05
+SMALL = 0.1
 
 # rsa ranks N(N-1)/2 distances made from float32 Grams: near-tied distances
 # can swap ranks, which moves the Spearman correlation by ~1e-6.
@@ -288,8 +288,8 @@ def main():
             chk.close("demo published", measure, got["measures"][measure]["values"][0][0], value, 1e-5 / value)
         print("demo values:", json.dumps({m: got["measures"][m]["values"][0][0] for m in ALL}))
 
-    rng = np.random.default_rng(16)
     if want("low"):
+        rng = np.random.default_rng(101)
         # d < N: two related low-dimensional layers per side, far from the origin.
         n = 120
         z = rng.standard_normal((n, 6))
@@ -304,6 +304,7 @@ def main():
         compare_case(chk, tool, "low ridge", xs, ys, ridge)
 
     if want("high"):
+        rng = np.random.default_rng(102)
         # d > N: conv-like layers; cca_rho/cca_r2 null without a ridge.
         n = 60
         z = rng.standard_normal((n, 10))
@@ -329,6 +330,7 @@ def main():
                                f"high: {measure} alone {va} vs together {vb}")
 
     if want("large"):
+        rng = np.random.default_rng(103)
         # Conv-like layers at a larger N (d >> N, ranks N - 1): Procrustes and
         # ridge CCA sum hundreds of singular values; low-rank ones next to them.
         n = 400
@@ -340,6 +342,7 @@ def main():
         compare_case(chk, tool, "large ridge", xs, ys, dict(base, ridge=0.01))
 
     if want("sigma"):
+        rng = np.random.default_rng(104)
         # A user σ (FullGram::sigma) replaces the median rule for both rbf measures.
         n = 70
         x = rng.standard_normal((n, 6))
@@ -353,6 +356,7 @@ def main():
         chk.expect(got["sigma1"] == [sigma] and got["sigma2"] == [sigma], f"sigma: {got['sigma1']} {got['sigma2']}")
 
     if want("shared"):
+        rng = np.random.default_rng(105)
         # One model with itself: symmetric, diagonal exactly 1.
         n = 80
         z = rng.standard_normal((n, 5))
@@ -373,10 +377,15 @@ def main():
                     chk.close("shared", measure, got["measures"][measure]["values"][i][j], want_v[measure], TOLERANCE.get(measure, 1e-6))
 
     if want("invariance"):
+        rng = np.random.default_rng(106)
         n = 90
-        x = rng.standard_normal((n, 12)) @ rng.standard_normal((12, 12))
+        # A condition number of 10 for the map: the small eigen-directions of a
+        # float32 Gram carry rounding of about ε·κ², so CCA's invariance to
+        # invertible maps holds to 1e-6 only for well-conditioned ones.
+        x = rng.standard_normal((n, 12))
         q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
-        a = rng.standard_normal((12, 12))
+        q2, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+        a = q @ np.diag(np.geomspace(0.3, 3.0, 12)) @ q2
         ys = [x @ a, x @ q * 3.0 + 7.0, x * 2.5]
         got = run_tool(tool, [x], ys, base)
         v = {m: got["measures"][m]["values"][0] for m in ALL}
@@ -387,6 +396,7 @@ def main():
         chk.close("invariance scaling", "mknn", v["mknn"][2], 1.0, 1e-12)
 
     if want("edge"):
+        rng = np.random.default_rng(107)
         n = 40
         x = rng.standard_normal((n, 6))
         const = np.full((n, 5), 3.0)
@@ -420,6 +430,7 @@ def main():
                 chk.expect(res.returncode != 0 and "ABORT_ERR" in res.stderr, f"edge: cancel after {after}: {res.stderr}")
 
     if want("memory"):
+        rng = np.random.default_rng(108)
         # full_batch_measure_bytes bounds what the run adds to the process's
         # resident memory (peak RSS growth, VmHWM after clear_refs).
         n = 1500
