@@ -81,29 +81,35 @@ struct Layer {
 }
 
 // Rows per block of a kernel pass: all `layers` float64 row blocks within
-// the budget (at least one row).
+// the budget (at least one row), and about N/16 so that the blocks on and
+// above the diagonal, the only ones a pass reads, are most of the work.
 int64_t pass_rows(int64_t layers, int64_t n) {
-  return std::max<int64_t>(1, std::min<int64_t>(n, kBlockBudget / std::max<int64_t>(1, layers * n * 8)));
+  const int64_t by_memory = kBlockBudget / std::max<int64_t>(1, layers * n * 8);
+  return std::max<int64_t>(1, std::min<int64_t>({by_memory, (n + 15) / 16, n}));
 }
 
-// The shifted Gram rows [i0, i1) in float64.
-at::Tensor gram_rows(const Layer& layer, int64_t i0, int64_t i1) {
-  return layer.source->gram.slice(0, i0, i1).to(at::kDouble);
+// The shifted Gram rows [i0, i1), columns [c0, N), in float64.
+at::Tensor gram_rows(const Layer& layer, int64_t i0, int64_t i1, int64_t c0 = 0) {
+  return layer.source->gram.slice(0, i0, i1).slice(1, c0).to(at::kDouble).contiguous();
 }
 
-// Rows [i0, i1) of Kc = H G H (the shift by r cancels).
-at::Tensor centred_rows(const Layer& layer, int64_t i0, int64_t i1) {
-  at::Tensor g = gram_rows(layer, i0, i1);
-  g.sub_(layer.row_mean.slice(0, i0, i1).unsqueeze(1)).sub_(layer.row_mean.unsqueeze(0)).add_(layer.total_mean);
+// Rows [i0, i1), columns [c0, N) of Kc = H G H (the shift by r cancels).
+at::Tensor centred_rows(const Layer& layer, int64_t i0, int64_t i1, int64_t c0 = 0) {
+  at::Tensor g = gram_rows(layer, i0, i1, c0);
+  g.sub_(layer.row_mean.slice(0, i0, i1).unsqueeze(1))
+      .sub_(layer.row_mean.slice(0, c0).unsqueeze(0))
+      .add_(layer.total_mean);
   return g;
 }
 
-// Rows [i0, i1) of d² = Gᵢᵢ + Gⱼⱼ - 2Gᵢⱼ, clamped at 0, with an exact zero diagonal.
-at::Tensor distance_rows(const Layer& layer, int64_t i0, int64_t i1) {
-  at::Tensor g = gram_rows(layer, i0, i1);
-  at::Tensor d2 =
-      (layer.gram_diag.slice(0, i0, i1).unsqueeze(1) + layer.gram_diag.unsqueeze(0)).sub_(g.mul_(2.0)).clamp_min_(0.0);
-  d2.diagonal(i0, 0, 1).zero_();
+// Rows [i0, i1), columns [c0, N) (c0 <= i0) of d² = Gᵢᵢ + Gⱼⱼ - 2Gᵢⱼ,
+// clamped at 0, with an exact zero diagonal.
+at::Tensor distance_rows(const Layer& layer, int64_t i0, int64_t i1, int64_t c0 = 0) {
+  at::Tensor g = gram_rows(layer, i0, i1, c0);
+  at::Tensor d2 = (layer.gram_diag.slice(0, i0, i1).unsqueeze(1) + layer.gram_diag.slice(0, c0).unsqueeze(0))
+                      .sub_(g.mul_(2.0))
+                      .clamp_min_(0.0);
+  d2.diagonal(i0 - c0, 0, 1).zero_();
   return d2;
 }
 
@@ -234,13 +240,14 @@ struct KernelSums {
   at::Tensor diag_a, diag_b;      // (m, N), (p, N): kernel diagonals
 };
 
-// Rows [i0, i1) of a layer's kernel, with a zero diagonal (zeros for an RBF kernel without σ).
+// Rows [i0, i1), columns [i0, N) of a layer's kernel, with a zero diagonal
+// (zeros for an RBF kernel without σ).
 at::Tensor kernel_rows(const Layer& layer, Kernel kernel, int64_t i0, int64_t i1) {
   at::Tensor block;
   if (kernel == Kernel::kLinear) {
-    block = centred_rows(layer, i0, i1);
+    block = centred_rows(layer, i0, i1, i0);
   } else {
-    block = distance_rows(layer, i0, i1);
+    block = distance_rows(layer, i0, i1, i0);
     if (kernel == Kernel::kRbf) {
       if (!std::isfinite(layer.sigma)) return block.zero_();
       block.mul_(-1.0 / (2.0 * layer.sigma * layer.sigma)).exp_();
@@ -248,7 +255,7 @@ at::Tensor kernel_rows(const Layer& layer, Kernel kernel, int64_t i0, int64_t i1
       block.sqrt_();
     }
   }
-  block.diagonal(i0, 0, 1).zero_();
+  block.diagonal().zero_();
   return block;
 }
 
@@ -279,25 +286,38 @@ KernelSums kernel_pass(const std::vector<Layer*>& a, const std::vector<Layer*>& 
     s.diag_b = at::empty({p, n}, options);
     for (int64_t i = 0; i < p; ++i) s.diag_b[i].copy_(kernel_diag(*b[i], kernel, n));
   }
+  // The kernels are symmetric, so a pass reads only the blocks on and above
+  // the diagonal: rows I = [i0, i1), columns [i0, N). The diagonal block
+  // counts once and the part right of it twice, which the GEMM gets by
+  // scaling that part by √2 on both sides (after the row sums are taken:
+  // rows I from the block's rows, rows [i1, N) from its columns).
   const int64_t rows = pass_rows(layers, n);
-  at::Tensor block_a = at::empty({m, rows, n}, options);
-  at::Tensor block_b = shared ? block_a : at::empty({p, rows, n}, options);
+  at::Tensor buffer_a = at::empty({m * rows * n}, options);
+  at::Tensor buffer_b = shared ? buffer_a : at::empty({p * rows * n}, options);
+  auto fill = [&](const std::vector<Layer*>& side, at::Tensor& buffer, at::Tensor& square, at::Tensor& row_sums,
+                  int64_t i0, int64_t i1) {
+    const int64_t count = i1 - i0, width = n - i0, layers_here = static_cast<int64_t>(side.size());
+    at::Tensor block = buffer.slice(0, 0, layers_here * count * width).view({layers_here, count, width});
+    for (int64_t i = 0; i < layers_here; ++i)
+      block[i].copy_(kernel_rows(*side[static_cast<size_t>(i)], kernel, i0, i1));
+    row_sums.slice(1, i0, i1).add_(block.sum(2));
+    if (i1 < n) {
+      const at::Tensor right = block.slice(2, count);
+      row_sums.slice(1, i1, n).add_(right.sum(1));
+      right.mul_(std::sqrt(2.0));
+    }
+    const at::Tensor flat = block.view({layers_here, count * width});
+    for (int64_t i = 0; i < layers_here; ++i) square[i].add_(at::dot(flat[i], flat[i]));  // no squared copy
+    return flat;
+  };
   for (int64_t i0 = 0; i0 < n; i0 += rows) {
     if (cancelled && cancelled->load()) aborted();
-    const int64_t i1 = std::min(n, i0 + rows), count = i1 - i0;
-    at::Tensor ba = block_a.slice(1, 0, count);
-    for (int64_t i = 0; i < m; ++i) ba[i].copy_(kernel_rows(*a[i], kernel, i0, i1));
-    at::Tensor fa = ba.reshape({m, count * n});
-    for (int64_t i = 0; i < m; ++i) s.square_a[i].add_(at::dot(fa[i], fa[i]));  // no squared copy
-    s.rows_a.slice(1, i0, i1).add_(ba.sum(2));
+    const int64_t i1 = std::min(n, i0 + rows);
+    const at::Tensor fa = fill(a, buffer_a, s.square_a, s.rows_a, i0, i1);
     if (shared) {
       s.cross.addmm_(fa, fa.t());
     } else {
-      at::Tensor bb = block_b.slice(1, 0, count);
-      for (int64_t i = 0; i < p; ++i) bb[i].copy_(kernel_rows(*b[i], kernel, i0, i1));
-      at::Tensor fb = bb.reshape({p, count * n});
-      for (int64_t i = 0; i < p; ++i) s.square_b[i].add_(at::dot(fb[i], fb[i]));
-      s.rows_b.slice(1, i0, i1).add_(bb.sum(2));
+      const at::Tensor fb = fill(b, buffer_b, s.square_b, s.rows_b, i0, i1);
       s.cross.addmm_(fa, fb.t());
     }
   }
