@@ -8,6 +8,8 @@
         "native/core/distributed.cc",
         "native/core/engine.cc",
         "native/core/errors.cc",
+        "native/core/full_run.cc",
+        "native/core/fullbatch.cc",
         "native/core/gram.cc",
         "native/core/hsic.cc",
         "native/core/layer_select.cc",

@@ -34,6 +34,13 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value RunBatch(const Napi::CallbackInfo& info, bool calibrate);
   Napi::Value Sigmas(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
+  // Full-batch mode (engine.h): fullAppend(inputs1, inputs2 | null, count)
+  // copies a chunk; fullRun(options): Promise<NativeFullResult>;
+  // fullProgress(): { phase, done, total }; fullClear() drops the chunks.
+  Napi::Value FullAppend(const Napi::CallbackInfo& info);
+  Napi::Value FullRun(const Napi::CallbackInfo& info);
+  Napi::Value FullProgress(const Napi::CallbackInfo& info);
+  Napi::Value FullClear(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 
   std::shared_ptr<CKAEngine> engine_;
