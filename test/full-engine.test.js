@@ -256,7 +256,10 @@ describe('full-batch engine', function () {
       assert.equal(native.busy, true);
       assert.throws(() => native.fullAppend(randomBatches(1, [8], [3, 8, 8])[0], null, 8), { code: 'ERR_BUSY' });
       native.cancel();
-      await assert.rejects(run, { code: 'ABORT_ERR', message: /aborted during/ });
+      await assert.rejects(run, {
+        code: 'ABORT_ERR',
+        message: /aborted during the full-batch comparison \(chunk \d+\)/,
+      });
       assert.equal(native.busy, false);
       assert.equal(native.fullProgress().phase, 'idle');
       const r = await native.fullRun(OPTIONS);

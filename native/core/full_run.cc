@@ -330,6 +330,17 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
     throw invalid("Expected mknnK to be an integer from 1 to " + std::to_string(n - 1) + " (below the " + thousands(n) +
                   " samples of the full-batch set) but received " + std::to_string(settings.mknn_k));
   }
+  // A forward pass; a cancelled one says where the full-batch run stopped.
+  auto forward = [&](const Model& model, const std::vector<at::Tensor>& inputs, TapReceiver& receiver,
+                     const std::string& batch) {
+    try {
+      model.forward(inputs, receiver, batch, &cancelled_);
+    } catch (const CKAError& e) {
+      if (e.code() != codes::kAborted) throw;
+      check(batch);
+      throw;
+    }
+  };
   struct PhaseGuard {
     std::atomic<int>& phase;
     ~PhaseGuard() { phase = static_cast<int>(FullPhase::kIdle); }
@@ -367,7 +378,7 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
     if (one_pass) {
       std::unique_ptr<GramCollector> c1 = collector_for(discover[0], chunk.n, &none);
       if (shared) {
-        discover[0].model->forward(chunk.inputs1, *c1, batch, &cancelled_);
+        forward(*discover[0].model, chunk.inputs1, *c1, batch);
         found[0] = finish_side(discover[0], *c1, batch, &planned[0], &left_out);
         found[1] = found[0];
         planned[1] = planned[0];
@@ -380,7 +391,7 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
       } else {
         std::unique_ptr<GramCollector> c2 = collector_for(discover[1], chunk.n, &none);
         detail::FanOut both(*c1, *c2);
-        discover[0].model->forward(chunk.inputs1, both, batch, &cancelled_);
+        forward(*discover[0].model, chunk.inputs1, both, batch);
         found[0] = finish_side(discover[0], *c1, batch, &planned[0], &left_out);
         found[1] = finish_side(discover[1], *c2, batch, &planned[1], &left_out);
       }
@@ -389,7 +400,7 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
       for (int s = 0; s < 2; ++s) {
         check(batch);
         std::unique_ptr<GramCollector> c = collector_for(discover[s], chunk.n, &none);
-        discover[s].model->forward(s == 1 && has_inputs2 ? chunk.inputs2 : chunk.inputs1, *c, batch, &cancelled_);
+        forward(*discover[s].model, s == 1 && has_inputs2 ? chunk.inputs2 : chunk.inputs1, *c, batch);
         found[s] = finish_side(discover[s], *c, batch, &planned[s], &left_out);
         ++stats.forwards;
       }
@@ -491,7 +502,7 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
       BlockSink sink1(full[0].state, layout, c);
       std::unique_ptr<GramCollector> c1 = collector_for(full[0].planned, chunk.n, &sink1);
       if (shared) {
-        full[0].planned.model->forward(chunk.inputs1, *c1, batch, &cancelled_);
+        forward(*full[0].planned.model, chunk.inputs1, *c1, batch);
         c1->check(full[0].planned.label, batch);
         sink1.rethrow();
         ++stats.forwards;
@@ -500,14 +511,14 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
         std::unique_ptr<GramCollector> c2 = collector_for(full[1].planned, chunk.n, &sink2);
         if (one_pass) {
           detail::FanOut both(*c1, *c2);
-          full[0].planned.model->forward(chunk.inputs1, both, batch, &cancelled_);
+          forward(*full[0].planned.model, chunk.inputs1, both, batch);
           ++stats.forwards;
         } else {
-          full[0].planned.model->forward(chunk.inputs1, *c1, batch, &cancelled_);
+          forward(*full[0].planned.model, chunk.inputs1, *c1, batch);
           c1->check(full[0].planned.label, batch);
           sink1.rethrow();
           check(batch);
-          full[1].planned.model->forward(has_inputs2 ? chunk.inputs2 : chunk.inputs1, *c2, batch, &cancelled_);
+          forward(*full[1].planned.model, has_inputs2 ? chunk.inputs2 : chunk.inputs1, *c2, batch);
           stats.forwards += 2;
         }
         c1->check(full[0].planned.label, batch);
