@@ -204,6 +204,22 @@ describe('full-batch engine', function () {
       for (let i = 0; i < 2; i += 1) assert.ok(maxError(b.matrices[i], a.matrices[i]) < 1e-9);
     });
 
+    it('runs two models apart: one pass each per chunk, the scripted and traced files agreeing', async () => {
+      const m1 = await load('measures/features_scripted.pt');
+      const m2 = await load('measures/features_traced.pt');
+      const native = engine(m1, m2, ['id', 'scale'], ['rot']);
+      appendChunks(native, x, 8);
+      const r = await native.fullRun(OPTIONS);
+      assert.deepEqual(r.rows2, ['rot']);
+      assert.equal(r.stats.chunks, 4);
+      assert.equal(r.stats.forwards, 2 * 5);
+      // id, scale and rot are the input up to scaling and an orthogonal map plus a translation.
+      assert.ok(maxError(r.matrices[0], [[1], [1]]) < 1e-6);
+      assert.ok(maxError(r.matrices[1], [[1], [1]]) < 1e-6);
+      assert.deepEqual(r.warnings, []);
+      assert.deepEqual(r.leftOut, []);
+    });
+
     it('fails with ERR_MEMORY_BUDGET when not even one chunk fits', async () => {
       const m = await load('measures/features_scripted.pt');
       const native = engine(m, m);
@@ -297,6 +313,21 @@ describe('full-batch engine', function () {
       assert.equal(r.samples, 6);
       native.fullClear();
       await assert.rejects(native.fullRun(OPTIONS), { code: 'ERR_INVALID_ARG', message: /no samples/ });
+    });
+
+    it('warns of a layer that does not vary over the set and leaves its cells null', async () => {
+      const m = await load('measures/features_scripted.pt');
+      const native = engine(m, m, ['id'], ['id']);
+      const [a, b] = randomBatches(1606, [6, 6], [10]);
+      // Model 1 sees one sample repeated; model 2 varied data.
+      const same = { data: new Float32Array(60).map((_, i) => a.data[i % 10] + 5), shape: [6, 10] };
+      native.fullAppend(same, a, 6);
+      native.fullAppend(same, b, 6);
+      const r = await native.fullRun(OPTIONS);
+      assert.deepEqual(r.matrices[0], [[null]]);
+      assert.deepEqual(r.reasons[0], [['constant']]);
+      assert.equal(r.warnings.length, 1);
+      assert.match(r.warnings[0], /^Layer 'id' of model 'a' does not vary over the full-batch set/);
     });
 
     it('names the layer and chunk of non-finite values', async () => {
