@@ -358,6 +358,15 @@ NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCK
   });
 }
 
+NativeCKA::~NativeCKA() {
+  if (reported_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_bytes_);
+}
+
+void NativeCKA::ReportFullBytes(Napi::Env env, int64_t bytes) {
+  if (bytes != reported_bytes_) Napi::MemoryManagement::AdjustExternalMemory(env, bytes - reported_bytes_);
+  reported_bytes_ = bytes;
+}
+
 void NativeCKA::RequireIdle(Napi::Env env, const char* what) const {
   if (busy_) {
     throw make_error(env, {codes::kBusy,
@@ -543,6 +552,7 @@ Napi::Value NativeCKA::FullAppend(const Napi::CallbackInfo& info) {
                                     number_text(count));
     }
     engine_->full_append(inputs1, same ? nullptr : &inputs2, static_cast<int64_t>(count));
+    ReportFullBytes(env, engine_->full_input_bytes());
     return env.Undefined();
   });
 }
@@ -588,6 +598,7 @@ Napi::Value NativeCKA::FullClear(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     RequireIdle(env, "clear the full-batch chunks");
     engine_->full_clear();
+    ReportFullBytes(env, 0);
     return env.Undefined();
   });
 }

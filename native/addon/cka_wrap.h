@@ -14,6 +14,7 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   static Napi::Function Init(Napi::Env env);
   // new NativeCKA(model1, model2, { layers1, layers2, label1, label2, precision })
   explicit NativeCKA(const Napi::CallbackInfo& info);
+  ~NativeCKA() override;
 
  private:
   // step(inputs1, inputs2 | null): Promise<{ n, skipped, warnings }>
@@ -43,8 +44,12 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value FullClear(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
 
+  // Tells V8 about the appended full-batch chunks (their inputs' bytes).
+  void ReportFullBytes(Napi::Env env, int64_t bytes);
+
   std::shared_ptr<CKAEngine> engine_;
   bool busy_ = false;
+  int64_t reported_bytes_ = 0;
 };
 
 }  // namespace tcka::addon

@@ -210,6 +210,8 @@ class CKAEngine {
   // Drops the appended chunks.
   void full_clear();
   int64_t full_chunks() const { return static_cast<int64_t>(chunks_.size()); }
+  // Bytes of the appended chunks' inputs.
+  int64_t full_input_bytes() const;
 
  private:
   struct Side {

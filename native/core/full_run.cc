@@ -281,6 +281,12 @@ void CKAEngine::full_append(const std::vector<at::Tensor>& inputs1, const std::v
   chunks_.push_back(std::move(chunk));
 }
 
+int64_t CKAEngine::full_input_bytes() const {
+  int64_t bytes = 0;
+  for (const FullChunk& chunk : chunks_) bytes += tensors_bytes(chunk.inputs1) + tensors_bytes(chunk.inputs2);
+  return bytes;
+}
+
 void CKAEngine::full_clear() {
   chunks_.clear();
   full_done_ = 0;
