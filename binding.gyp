@@ -8,6 +8,7 @@
         "native/core/distributed.cc",
         "native/core/engine.cc",
         "native/core/errors.cc",
+        "native/core/full_run.cc",
         "native/core/fullbatch.cc",
         "native/core/gram.cc",
         "native/core/hsic.cc",

@@ -1,6 +1,9 @@
 #include "cka_wrap.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <sstream>
 
 #include "addon_data.h"
 #include "convert.h"
@@ -112,15 +115,168 @@ Napi::Array optional_numbers_to_js(Napi::Env env, const std::vector<double>& val
   return out;
 }
 
+Napi::Error invalid_option(Napi::Env env, const std::string& message) {
+  return make_error(env, {codes::kInvalidArg, message, ErrorKind::RangeError});
+}
+
+// A number option of fullRun: `fallback` when absent; TypeError when not a number.
+double number_option(Napi::Env env, const Napi::Object& options, const char* key, double fallback) {
+  const Napi::Value value = options.Get(key);
+  if (value.IsUndefined()) return fallback;
+  if (!value.IsNumber()) throw type_error(env, std::string("Expected ") + key + " to be a number");
+  return value.As<Napi::Number>().DoubleValue();
+}
+
+std::string number_text(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+FullBatchSettings full_settings_from_js(Napi::Env env, const Napi::Value& value, int64_t* budget) {
+  if (!value.IsObject()) throw type_error(env, "Expected the full-batch options to be an object");
+  const Napi::Object options = value.As<Napi::Object>();
+  FullBatchSettings settings;
+  for (const std::string& id : strings_from_js(options.Get("measures"), "measures")) {
+    const FullMeasure measure = parse_full_measure(id, "measures");
+    if (std::find(settings.measures.begin(), settings.measures.end(), measure) != settings.measures.end()) {
+      throw invalid_option(env, "Expected each measure at most once but '" + id + "' is listed twice");
+    }
+    settings.measures.push_back(measure);
+  }
+  if (settings.measures.empty()) throw invalid_option(env, "Expected measures to name at least one measure");
+  settings.rbf_threshold = number_option(env, options, "rbfThreshold", 0.5);
+  if (!(settings.rbf_threshold > 0) || !std::isfinite(settings.rbf_threshold)) {
+    throw invalid_option(env, "Expected rbfThreshold to be a positive finite number but received " +
+                                  number_text(settings.rbf_threshold));
+  }
+  settings.svcca_variance = number_option(env, options, "svccaVariance", 0.99);
+  if (!(settings.svcca_variance > 0 && settings.svcca_variance <= 1)) {
+    throw invalid_option(
+        env, "Expected svccaVariance to be a number in (0, 1] but received " + number_text(settings.svcca_variance));
+  }
+  const double k = number_option(env, options, "mknnK", 10);
+  if (!(k >= 1 && k <= 9007199254740991.0) || k != std::floor(k)) {
+    throw invalid_option(env, "Expected mknnK to be an integer >= 1 but received " + number_text(k));
+  }
+  settings.mknn_k = static_cast<int64_t>(k);
+  settings.cca_ridge = number_option(env, options, "ccaRidge", 0);
+  if (!(settings.cca_ridge >= 0) || !std::isfinite(settings.cca_ridge)) {
+    throw invalid_option(
+        env, "Expected ccaRidge to be a finite number >= 0 but received " + number_text(settings.cca_ridge));
+  }
+  const double bytes = number_option(env, options, "memoryBudget", 0);
+  if (!(bytes >= 0) || !std::isfinite(bytes)) {
+    throw invalid_option(env,
+                         "Expected memoryBudget to be a finite number of bytes >= 0 (0: the default) but received " +
+                             number_text(bytes));
+  }
+  *budget = bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
+  return settings;
+}
+
+template <typename T, typename Convert>
+Napi::Array array_to_js(Napi::Env env, const std::vector<T>& values, Convert convert) {
+  Napi::Array out = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) out.Set(static_cast<uint32_t>(i), convert(values[i]));
+  return out;
+}
+
+// Row-major m x p cells as an array of m arrays.
+template <typename T, typename Convert>
+Napi::Array matrix_to_js(Napi::Env env, const std::vector<T>& cells, size_t m, size_t p, Convert convert) {
+  Napi::Array out = Napi::Array::New(env, m);
+  for (size_t a = 0; a < m; ++a) {
+    Napi::Array row = Napi::Array::New(env, p);
+    for (size_t b = 0; b < p; ++b) row.Set(static_cast<uint32_t>(b), convert(cells[a * p + b]));
+    out.Set(static_cast<uint32_t>(a), row);
+  }
+  return out;
+}
+
+Napi::Array left_out_to_js(Napi::Env env, const std::vector<LeftOutLayer>& layers) {
+  Napi::Array out = Napi::Array::New(env, layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LeftOutLayer& layer = layers[i];
+    Napi::Object item = Napi::Object::New(env);
+    item.Set("model", layer.model);
+    item.Set("name", layer.name);
+    item.Set("code", layer.code);
+    item.Set("reason", layer.reason);
+    out.Set(static_cast<uint32_t>(i), item);
+  }
+  return out;
+}
+
+Napi::Object full_result_to_js(Napi::Env env, const FullRunResult& result, const std::vector<std::string>& ids) {
+  const FullBatchMatrices& x = result.matrices;
+  const size_t m = result.rows1.size(), p = result.rows2.size();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("rows1", strings_to_js(env, result.rows1));
+  out.Set("rows2", strings_to_js(env, result.rows2));
+  out.Set("measures", strings_to_js(env, ids));
+  Napi::Array matrices = Napi::Array::New(env, x.values.size());
+  Napi::Array reasons = Napi::Array::New(env, x.reasons.size());
+  for (size_t i = 0; i < x.values.size(); ++i) {
+    matrices.Set(static_cast<uint32_t>(i),
+                 matrix_to_js(env, x.values[i], m, p, [&](const std::optional<double>& value) -> Napi::Value {
+                   return value ? Napi::Value(Napi::Number::New(env, *value)) : env.Null();
+                 }));
+  }
+  for (size_t i = 0; i < x.reasons.size(); ++i) {
+    reasons.Set(static_cast<uint32_t>(i),
+                matrix_to_js(env, x.reasons[i], m, p, [&](const std::string& reason) -> Napi::Value {
+                  return reason.empty() ? env.Null() : Napi::Value(Napi::String::New(env, reason));
+                }));
+  }
+  out.Set("matrices", matrices);
+  out.Set("reasons", reasons);
+  out.Set("sigma1", optional_numbers_to_js(env, x.sigma1));
+  out.Set("sigma2", optional_numbers_to_js(env, x.sigma2));
+  const auto count = [](int64_t value) { return static_cast<double>(value); };
+  const auto flag = [](bool value) { return value; };
+  out.Set("rank1", array_to_js(env, x.rank1, count));
+  out.Set("rank2", array_to_js(env, x.rank2, count));
+  out.Set("fills1", array_to_js(env, x.fills1, flag));
+  out.Set("fills2", array_to_js(env, x.fills2, flag));
+  out.Set("features1", array_to_js(env, result.features1, count));
+  out.Set("features2", array_to_js(env, result.features2, count));
+  out.Set("svccaDims1", array_to_js(env, x.svcca_dims1, count));
+  out.Set("svccaDims2", array_to_js(env, x.svcca_dims2, count));
+  out.Set("eigenTolerance", x.eigen_tolerance);
+  out.Set("samples", count(result.samples));
+  out.Set("leftOut", left_out_to_js(env, result.left_out));
+  out.Set("warnings", strings_to_js(env, result.warnings));
+  const FullRunStats& s = result.stats;
+  Napi::Object stats = Napi::Object::New(env);
+  stats.Set("forwards", count(s.forwards));
+  stats.Set("chunks", count(s.chunks));
+  stats.Set("groups", count(s.groups));
+  stats.Set("estimateBytes", count(s.estimate_bytes));
+  stats.Set("budgetBytes", count(s.budget_bytes));
+  stats.Set("gramBytes", count(s.gram_bytes));
+  stats.Set("featureBytes", count(s.feature_bytes));
+  stats.Set("measureBytes", count(s.measure_bytes));
+  stats.Set("inputBytes", count(s.input_bytes));
+  stats.Set("forwardMs", s.forward_ms);
+  stats.Set("gramMs", s.gram_ms);
+  stats.Set("measureMs", s.measure_ms);
+  out.Set("stats", stats);
+  return out;
+}
+
 }  // namespace
 
 Napi::Function NativeCKA::Init(Napi::Env env) {
-  return DefineClass(env, "NativeCKA",
-                     {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Result>("result"),
-                      InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
-                      InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
-                      InstanceMethod<&NativeCKA::Reset>("reset"), InstanceMethod<&NativeCKA::Calibrate>("calibrate"),
-                      InstanceMethod<&NativeCKA::Sigmas>("sigmas"), InstanceAccessor<&NativeCKA::Busy>("busy")});
+  return DefineClass(
+      env, "NativeCKA",
+      {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Result>("result"),
+       InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
+       InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
+       InstanceMethod<&NativeCKA::Reset>("reset"), InstanceMethod<&NativeCKA::Calibrate>("calibrate"),
+       InstanceMethod<&NativeCKA::Sigmas>("sigmas"), InstanceAccessor<&NativeCKA::Busy>("busy"),
+       InstanceMethod<&NativeCKA::FullAppend>("fullAppend"), InstanceMethod<&NativeCKA::FullRun>("fullRun"),
+       InstanceMethod<&NativeCKA::FullProgress>("fullProgress"), InstanceMethod<&NativeCKA::FullClear>("fullClear")});
 }
 
 NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCKA>(info) {
@@ -202,6 +358,15 @@ NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCK
   });
 }
 
+NativeCKA::~NativeCKA() {
+  if (reported_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_bytes_);
+}
+
+void NativeCKA::ReportFullBytes(Napi::Env env, int64_t bytes) {
+  if (bytes != reported_bytes_) Napi::MemoryManagement::AdjustExternalMemory(env, bytes - reported_bytes_);
+  reported_bytes_ = bytes;
+}
+
 void NativeCKA::RequireIdle(Napi::Env env, const char* what) const {
   if (busy_) {
     throw make_error(env, {codes::kBusy,
@@ -240,17 +405,7 @@ Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) 
           out.Set("skipped", outcome.skipped);
           if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
           out.Set("warnings", strings_to_js(env, outcome.warnings));
-          Napi::Array left_out = Napi::Array::New(env, outcome.left_out.size());
-          for (size_t i = 0; i < outcome.left_out.size(); ++i) {
-            const LeftOutLayer& layer = outcome.left_out[i];
-            Napi::Object item = Napi::Object::New(env);
-            item.Set("model", layer.model);
-            item.Set("name", layer.name);
-            item.Set("code", layer.code);
-            item.Set("reason", layer.reason);
-            left_out.Set(static_cast<uint32_t>(i), item);
-          }
-          out.Set("leftOut", left_out);
+          out.Set("leftOut", left_out_to_js(env, outcome.left_out));
           return out;
         },
         [this] {
@@ -380,5 +535,72 @@ Napi::Value NativeCKA::Sigmas(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value NativeCKA::Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+
+Napi::Value NativeCKA::FullAppend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "append a full-batch chunk");
+    const std::string label = "chunk " + std::to_string(engine_->full_chunks());
+    std::vector<at::Tensor> inputs1 = inputs_from_js(info[0], label + " of data 1");
+    const bool same = info.Length() < 2 || info[1].IsNull() || info[1].IsUndefined();
+    std::vector<at::Tensor> inputs2 = same ? std::vector<at::Tensor>() : inputs_from_js(info[1], label + " of data 2");
+    if (info.Length() < 3 || !info[2].IsNumber())
+      throw type_error(env, "Expected the sample count of " + label + " to be a number");
+    const double count = info[2].As<Napi::Number>().DoubleValue();
+    if (!(count >= 1 && count <= 9007199254740991.0) || count != std::floor(count)) {
+      throw invalid_option(env, "Expected the sample count of " + label + " to be a positive integer but received " +
+                                    number_text(count));
+    }
+    engine_->full_append(inputs1, same ? nullptr : &inputs2, static_cast<int64_t>(count));
+    ReportFullBytes(env, engine_->full_input_bytes());
+    return env.Undefined();
+  });
+}
+
+Napi::Value NativeCKA::FullRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "start a full-batch run");
+    int64_t budget = 0;
+    FullBatchSettings settings = full_settings_from_js(env, info[0], &budget);
+    std::vector<std::string> ids;
+    for (const FullMeasure measure : settings.measures) ids.emplace_back(full_measure_id(measure));
+    std::shared_ptr<CKAEngine> engine = engine_;
+    engine->arm();
+    busy_ = true;
+    Ref();
+    return PromiseWorker<FullRunResult>::Start(
+        env, [engine, settings = std::move(settings), budget] { return engine->full_run(settings, budget); },
+        [ids](Napi::Env env, FullRunResult& result) -> Napi::Value { return full_result_to_js(env, result, ids); },
+        [this] {
+          busy_ = false;
+          Unref();
+        });
+  });
+}
+
+Napi::Value NativeCKA::FullProgress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const tcka::FullProgress progress = engine_->full_progress();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("phase", progress.phase == FullPhase::kForward    ? "forward"
+                     : progress.phase == FullPhase::kMeasures ? "measures"
+                                                              : "idle");
+    out.Set("done", static_cast<double>(progress.done));
+    out.Set("total", static_cast<double>(progress.total));
+    return out;
+  });
+}
+
+Napi::Value NativeCKA::FullClear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "clear the full-batch chunks");
+    engine_->full_clear();
+    ReportFullBytes(env, 0);
+    return env.Undefined();
+  });
+}
 
 }  // namespace tcka::addon

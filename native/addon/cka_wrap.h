@@ -14,6 +14,7 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   static Napi::Function Init(Napi::Env env);
   // new NativeCKA(model1, model2, { layers1, layers2, label1, label2, precision })
   explicit NativeCKA(const Napi::CallbackInfo& info);
+  ~NativeCKA() override;
 
  private:
   // step(inputs1, inputs2 | null): Promise<{ n, skipped, warnings }>
@@ -34,10 +35,21 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value RunBatch(const Napi::CallbackInfo& info, bool calibrate);
   Napi::Value Sigmas(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
+  // Full-batch mode (engine.h): fullAppend(inputs1, inputs2 | null, count)
+  // copies a chunk; fullRun(options): Promise<NativeFullResult>;
+  // fullProgress(): { phase, done, total }; fullClear() drops the chunks.
+  Napi::Value FullAppend(const Napi::CallbackInfo& info);
+  Napi::Value FullRun(const Napi::CallbackInfo& info);
+  Napi::Value FullProgress(const Napi::CallbackInfo& info);
+  Napi::Value FullClear(const Napi::CallbackInfo& info);
   void RequireIdle(Napi::Env env, const char* what) const;
+
+  // Tells V8 about the appended full-batch chunks (their inputs' bytes).
+  void ReportFullBytes(Napi::Env env, int64_t bytes);
 
   std::shared_ptr<CKAEngine> engine_;
   bool busy_ = false;
+  int64_t reported_bytes_ = 0;
 };
 
 }  // namespace tcka::addon

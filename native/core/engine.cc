@@ -19,7 +19,7 @@
 #include "errors.h"
 
 namespace tcka {
-namespace {
+namespace detail {
 
 int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& what) {
   if (inputs.empty()) throw CKAError(codes::kInvalidBatch, what + " has no input tensor", ErrorKind::TypeError);
@@ -30,7 +30,7 @@ int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& wha
   return first.size(0);
 }
 
-}  // namespace
+}  // namespace detail
 
 CKAEngine::CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model2, CKAConfig config)
     : config_(std::move(config)) {
@@ -53,15 +53,16 @@ CKAEngine::CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
   }
 }
 
-std::unique_ptr<GramCollector> CKAEngine::collector_for(const Side& side, int64_t n) const {
+std::unique_ptr<GramCollector> CKAEngine::collector_for(const Side& side, int64_t n, FeatureSink* sink) const {
   const Model& model = *side.model;
   std::unique_ptr<GramCollector> collector;
   if (!side.rows.empty()) {
     collector = std::make_unique<GramCollector>(model.layers(), side.selection, side.rows, n, config_.gram_dtype,
-                                                model.device());
+                                                model.device(), sink);
     if (side.shapes.size() == side.rows.size()) collector->set_expected_shapes(&side.shapes);
   } else {
-    collector = std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device());
+    collector =
+        std::make_unique<GramCollector>(model.layers(), side.selection, n, config_.gram_dtype, model.device(), sink);
   }
   collector->set_views(&side.views, side.index);
   return collector;
@@ -98,24 +99,8 @@ GramBatch CKAEngine::run_side(const Side& side, const std::vector<at::Tensor>& i
   return finish_side(side, *collector, batch, planned, left_out);
 }
 
-namespace {
+namespace detail {
 
-// Hands every tap to two receivers: one forward pass for both sides.
-class FanOut : public TapReceiver {
- public:
-  FanOut(TapReceiver& a, TapReceiver& b) : a_(a), b_(b) {}
-  void on_tap(int64_t layer, const c10::IValue& output) noexcept override {
-    a_.on_tap(layer, output);
-    b_.on_tap(layer, output);
-  }
-
- private:
-  TapReceiver& a_;
-  TapReceiver& b_;
-};
-
-// Sets libtorch's intra-op threads (an OpenMP setting of the calling thread)
-// and the BLAS's own pool.
 void use_threads(int threads) {
   if (at::get_num_threads() != threads) at::set_num_threads(threads);
   set_blas_threads(threads);
@@ -129,7 +114,12 @@ bool same_selection(const LayerSelection& a, const LayerSelection& b) {
   return true;
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::batch_size;
+using detail::FanOut;
+using detail::same_selection;
+using detail::use_threads;
 
 bool CKAEngine::has_rbf() const {
   return std::find(config_.measures.begin(), config_.measures.end(), Measure::kRbf) != config_.measures.end();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "fullbatch.h"
 #include "gram.h"
 #include "hsic.h"
 #include "model.h"
@@ -87,6 +88,73 @@ struct CKAResult {
   std::vector<std::string> warnings;
 };
 
+// The full-batch mode (issue 16, docs/full-batch.md): the evaluation set is
+// appended chunk by chunk (the data's batches as they come), then one run
+// makes each layer's N x N Gram over all chunks and computes every measure
+// of fullbatch.h on them.
+struct FullChunk {
+  std::vector<at::Tensor> inputs1, inputs2;  // the chunk's first `n` samples (inputs2 empty: model 2 reads inputs1)
+  bool has_inputs2 = false;
+  int64_t n = 0;
+};
+
+// What a full-batch run held and did (bytes are the estimate made before the
+// forward passes past chunk 0; times in milliseconds).
+struct FullRunStats {
+  int64_t forwards = 0;  // model forward passes run, the discovery pass on chunk 0 included
+  int64_t chunks = 0;
+  int64_t groups = 0;          // groups of chunks whose features were held at once (> 1: chunks ran again)
+  int64_t estimate_bytes = 0;  // inputs + Grams + held features + measures
+  int64_t budget_bytes = 0;
+  int64_t gram_bytes = 0;     // (layers) x N² x 4 plus the dots, once for shared Grams and tensors
+  int64_t feature_bytes = 0;  // the largest group's float32 features plus one layer's working copies
+  int64_t measure_bytes = 0;  // full_batch_measure_bytes()
+  int64_t input_bytes = 0;    // the appended chunks
+  double forward_ms = 0;      // in the models (the taps' own work excluded)
+  double gram_ms = 0;         // shifting features and making the Gram blocks
+  double measure_ms = 0;      // compute_full_batch()
+};
+
+struct FullRunResult {
+  std::vector<std::string> rows1, rows2;
+  FullBatchMatrices matrices;
+  std::vector<int64_t> features1, features2;  // d per row after its view
+  int64_t samples = 0;                        // N
+  std::vector<LeftOutLayer> left_out;         // from the discovery pass on chunk 0 (default selections)
+  std::vector<std::string> warnings;          // constant layers, no RBF σ, in words
+  FullRunStats stats;
+};
+
+enum class FullPhase { kIdle = 0, kForward = 1, kMeasures = 2 };
+
+struct FullProgress {
+  FullPhase phase = FullPhase::kIdle;
+  int64_t done = 0, total = 0;  // forward: chunk passes; measures: compute_full_batch's units
+};
+
+// Shared by engine.cc and full_run.cc.
+namespace detail {
+// Hands every tap to two receivers: one forward pass for both sides.
+class FanOut : public TapReceiver {
+ public:
+  FanOut(TapReceiver& a, TapReceiver& b) : a_(a), b_(b) {}
+  void on_tap(int64_t layer, const c10::IValue& output) noexcept override {
+    a_.on_tap(layer, output);
+    b_.on_tap(layer, output);
+  }
+
+ private:
+  TapReceiver& a_;
+  TapReceiver& b_;
+};
+// Sets libtorch's intra-op threads (an OpenMP setting of the calling thread)
+// and the BLAS's own pool.
+void use_threads(int threads);
+// The first input's batch dimension; ERR_INVALID_BATCH naming `what` when it has none.
+int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& what);
+bool same_selection(const LayerSelection& a, const LayerSelection& b);
+}  // namespace detail
+
 class CKAEngine {
  public:
   // Resolves the layer names at once (unknown names and the like fail here).
@@ -127,6 +195,24 @@ class CKAEngine {
   void arm() { cancelled_ = false; }
   void cancel() { cancelled_ = true; }
 
+  // Full-batch mode (full_run.cc). Copies the first `count` samples of a
+  // chunk: 1 <= count <= n, both sides with the same n, and every chunk with
+  // or without its own inputs for model 2.
+  void full_append(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2, int64_t count);
+  // One comparison over the appended chunks (N = their sample count, >= 4).
+  // `budget`: bytes (0: 3/4 of the available memory); a run that cannot
+  // hold even one chunk's features throws ERR_MEMORY_BUDGET after the pass
+  // on chunk 0. Cancellation (cancel()) throws ABORT_ERR at the next check.
+  // `stats`, when given, is filled as far as the run got.
+  FullRunResult full_run(const FullBatchSettings& settings, int64_t budget, FullRunStats* stats = nullptr);
+  // Where a run is (any thread).
+  FullProgress full_progress() const;
+  // Drops the appended chunks.
+  void full_clear();
+  int64_t full_chunks() const { return static_cast<int64_t>(chunks_.size()); }
+  // Bytes of the appended chunks' inputs.
+  int64_t full_input_bytes() const;
+
  private:
   struct Side {
     std::shared_ptr<Model> model;
@@ -138,7 +224,8 @@ class CKAEngine {
     int index = 1;  // 1 or 2
   };
 
-  std::unique_ptr<GramCollector> collector_for(const Side& side, int64_t n) const;
+  // `sink`: full-batch features instead of Grams (see GramCollector).
+  std::unique_ptr<GramCollector> collector_for(const Side& side, int64_t n, FeatureSink* sink = nullptr) const;
   // After forward: the side's Grams, planning its rows on the first batch.
   GramBatch finish_side(const Side& side, GramCollector& collector, const std::string& batch, std::vector<Row>* planned,
                         std::vector<LeftOutLayer>* left_out) const;
@@ -159,6 +246,13 @@ class CKAEngine {
   std::atomic<bool> cancelled_{false};
   void check_cancelled(const std::string& batch) const;
   EngineStats last_;
+
+  // Full-batch mode.
+  struct FullSide;  // one side's plan, Grams and held features during a run (full_run.cc)
+  std::vector<FullChunk> chunks_;
+  std::atomic<int> full_phase_{0};
+  std::atomic<int64_t> full_done_{0}, full_total_{0};
+  FullBatchProgress full_measures_;
 };
 
 }  // namespace tcka

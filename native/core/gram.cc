@@ -144,11 +144,12 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
 }
 
 GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n,
-                             at::ScalarType dtype, c10::Device device)
+                             at::ScalarType dtype, c10::Device device, FeatureSink* sink)
     : layers_(layers),
       n_(n),
       dtype_(dtype),
       device_(device),
+      sink_(sink),
       planned_(false),
       lenient_(selection.all_layers),
       wanted_(layers.size(), false),
@@ -158,8 +159,9 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
 }
 
 GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection,
-                             const std::vector<Row>& rows, int64_t n, at::ScalarType dtype, c10::Device device)
-    : GramCollector(layers, selection, n, dtype, device) {
+                             const std::vector<Row>& rows, int64_t n, at::ScalarType dtype, c10::Device device,
+                             FeatureSink* sink)
+    : GramCollector(layers, selection, n, dtype, device, sink) {
   planned_ = true;
   lenient_ = false;
   rows_ = rows;
@@ -175,6 +177,7 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
     call_limit_[static_cast<size_t>(entry.layer)] = count;
   }
   filled_.assign(rows.size(), false);
+  if (sink_ != nullptr) return;  // features go to the sink: no Gram buffer
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   const int64_t count = static_cast<int64_t>(rows.size());
   buffer_.grams = at::empty({count, n, n}, options);
@@ -213,6 +216,7 @@ void GramCollector::remember(const at::Tensor& feature, const View& view, int64_
 }
 
 int64_t GramCollector::next_slot() {
+  if (sink_ != nullptr) return slots_used_++;  // slots name shared tensors only: no Grams
   const int64_t capacity = buffer_.grams.defined() ? buffer_.grams.size(0) : 0;
   if (slots_used_ == capacity) {
     // First: one slot per call that the traced methods announce for each
@@ -311,7 +315,14 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
       }
       shapes_[{layer, call}] = sizes;
       const int64_t same = reduced_before(feature, view);
-      if (same >= 0) {
+      if (sink_ != nullptr) {
+        sink_->on_feature(row, viewed, same);
+        if (same >= 0) {
+          ++reused_;
+        } else {
+          remember(feature, view, row);
+        }
+      } else if (same >= 0) {
         buffer_.grams[row].copy_(buffer_.grams[same]);
         buffer_.mean_norms[row].copy_(buffer_.mean_norms[same]);
         ++reused_;
@@ -329,7 +340,8 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
         return;
       }
       const int64_t slot = next_slot();
-      reduce_to_gram(viewed, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
+      if (sink_ == nullptr)
+        reduce_to_gram(viewed, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
       remember(feature, view, slot);
       discovered_[{layer, call}] = slot;
     }
@@ -367,8 +379,12 @@ GramBatch GramCollector::take(const std::vector<Row>& rows) {
     out.shapes = std::move(shapes);
     return out;
   }
-  GramBatch out{
-      buffer_.grams.narrow(0, 0, slots_used_), buffer_.mean_norms.narrow(0, 0, slots_used_), {}, std::move(shapes)};
+  GramBatch out;
+  out.shapes = std::move(shapes);
+  if (sink_ == nullptr) {
+    out.grams = buffer_.grams.narrow(0, 0, slots_used_);
+    out.mean_norms = buffer_.mean_norms.narrow(0, 0, slots_used_);
+  }
   for (const auto& row : rows) out.rows.push_back(discovered_.at({row.layer, row.call}));  // never set-aside layers
   buffer_ = GramBatch();
   discovered_.clear();

@@ -57,14 +57,31 @@ struct GramBatch {
 void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace = nullptr);
 
+// The full-batch mode (fullbatch.h) makes its Grams over chunks itself: the
+// collector hands it each planned row's viewed feature instead of reducing
+// it, after the same checks (shapes, call counts, views, unusable layers).
+class FeatureSink {
+ public:
+  virtual ~FeatureSink() = default;
+  // Called in the tap, once per planned row and pass. `feature` is the row's
+  // output after its view (first dimension n); `same` >= 0 says it is the
+  // tensor (and view) of row `same`, handed over earlier in this pass (the
+  // streaming collector shares a Gram there). Must not throw: a sink keeps
+  // its own error for the caller to raise after forward.
+  virtual void on_feature(int64_t row, const at::Tensor& feature, int64_t same) noexcept = 0;
+};
+
 class GramCollector : public TapReceiver {
  public:
   // Discovery: record every call of the selected layers (the first batch).
+  // With a `sink`, no Gram is made: only calls, shapes and shared tensors
+  // are recorded (take() then gives rows and shapes without Grams).
   GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n, at::ScalarType dtype,
-                c10::Device device);
-  // Planned: record exactly `rows`, written straight into one buffer.
+                c10::Device device, FeatureSink* sink = nullptr);
+  // Planned: record exactly `rows`, written straight into one buffer, or
+  // handed to `sink` when one is given (no buffer then).
   GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, const std::vector<Row>& rows,
-                int64_t n, at::ScalarType dtype, c10::Device device);
+                int64_t n, at::ScalarType dtype, c10::Device device, FeatureSink* sink = nullptr);
 
   // Each layer's view, indexed like `layers` (empty: all flatten), and the
   // model's side (1 or 2) for the messages. Set before the forward pass.
@@ -85,7 +102,8 @@ class GramCollector : public TapReceiver {
   void check(const std::string& model_label, const std::string& batch_label) const;
 
   const std::vector<int64_t>& calls() const { return calls_; }
-  // Taps whose Gram was copied from an identical tensor reduced earlier.
+  // Taps whose Gram was copied from an identical tensor reduced earlier (or,
+  // with a sink, whose feature was that of an earlier row).
   int64_t reused() const { return reused_; }
 
   // Discovery over layers picked by default: layers whose output cannot be
@@ -121,6 +139,7 @@ class GramCollector : public TapReceiver {
   int64_t n_;
   at::ScalarType dtype_;
   c10::Device device_;
+  FeatureSink* sink_;
   bool planned_;
   bool lenient_;
   std::vector<bool> wanted_;

@@ -121,6 +121,96 @@ export interface NativeResult {
   warnings: string[];
 }
 
+/** The settings of one full-batch run (`fullRun`); see docs/full-batch.md. */
+export interface NativeFullBatchOptions {
+  /**
+   * Full-batch measure ids, each at most once, in the order of the result: `cka`, `linear_cka_biased`,
+   * `rbf_cka`, `rbf_cka_biased`, `dcor`, `cca_rho`, `cca_r2`, `svcca`, `procrustes`, `rsa`, `mknn`.
+   */
+  measures: string[];
+  /** RBF σ = rbfThreshold x √(median d²) over the set, per layer (unless the layer has a user σ): 0.5. */
+  rbfThreshold: number;
+  /** The share of each side's variance that SVCCA's leading directions keep, in (0, 1]: 0.99. */
+  svccaVariance: number;
+  /** Neighbours per sample of `mknn`, an integer with 1 <= k < N: 10. */
+  mknnK: number;
+  /** Ridge CCA's ε (>= 0): 0 is plain CCA, whose cells of a layer filling the sample space are null. */
+  ccaRidge: number;
+  /** Bytes the run may hold; 0: 3/4 of MemAvailable (/proc/meminfo), or of the physical memory. */
+  memoryBudget: number;
+}
+
+/** What a full-batch run held and did. */
+export interface NativeFullStats {
+  /** Model forward passes run, the discovery pass on chunk 0 included. */
+  forwards: number;
+  /** Chunks appended. */
+  chunks: number;
+  /** Groups of chunks whose features were held at once; more than 1 runs chunks again. */
+  groups: number;
+  /** inputBytes + gramBytes + featureBytes + measureBytes, estimated before the passes past chunk 0. */
+  estimateBytes: number;
+  /** The budget the estimate was held against. */
+  budgetBytes: number;
+  /** The Grams: distinct layer outputs x N² x 4 (plus N x 8 for their dots), once when both sides share them. */
+  gramBytes: number;
+  /** The largest group's float32 features plus one layer's working copies. */
+  featureBytes: number;
+  /** What the measure phase allocates at once beyond the Grams. */
+  measureBytes: number;
+  /** The appended chunks' inputs. */
+  inputBytes: number;
+  /** Time in the models' forward passes, the Gram work in the taps excluded. */
+  forwardMs: number;
+  /** Time shifting features and making the Gram blocks. */
+  gramMs: number;
+  /** Time computing the measures from the Grams. */
+  measureMs: number;
+}
+
+/** The result of a full-batch run. */
+export interface NativeFullResult {
+  rows1: string[];
+  rows2: string[];
+  /** The measure ids in the order asked. */
+  measures: string[];
+  /** Per measure, rows1 x rows2 (null: no value; the reason is in `reasons`). */
+  matrices: Array<Array<Array<number | null>>>;
+  /** Per measure, rows1 x rows2: null where there is a value, else `constant`, `rank_deficient`, `no_sigma` or `zero_norm`. */
+  reasons: Array<Array<Array<string | null>>>;
+  /** RBF σ per row (null: undefined); [] without an rbf measure. */
+  sigma1: Array<number | null>;
+  sigma2: Array<number | null>;
+  /** Numerical rank of each row's centred features; [] without an eigen measure (cca_rho, cca_r2, svcca, procrustes). */
+  rank1: number[];
+  rank2: number[];
+  /** Whether each row fills the centred sample space (d >= N - 1 or rank >= N - 1). */
+  fills1: boolean[];
+  fills2: boolean[];
+  /** d per row after its view. */
+  features1: number[];
+  features2: number[];
+  /** Directions SVCCA kept per row; [] without svcca. */
+  svccaDims1: number[];
+  svccaDims2: number[];
+  /** Eigenvalues below eigenTolerance x λmax of a centred Gram were dropped. */
+  eigenTolerance: number;
+  /** N, the samples of the set. */
+  samples: number;
+  /** Layers left out of a default selection by the pass on chunk 0. */
+  leftOut: NativeLeftOut[];
+  /** Constant layers and layers without an RBF σ, in words. */
+  warnings: string[];
+  stats: NativeFullStats;
+}
+
+/** Where a full-batch run is: chunk forward passes done of all, or units of the measure phase. */
+export interface NativeFullProgress {
+  phase: 'idle' | 'forward' | 'measures';
+  done: number;
+  total: number;
+}
+
 export interface NativeCKA {
   readonly busy: boolean;
   step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
@@ -136,6 +226,21 @@ export interface NativeCKA {
   calibrate(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<unknown>;
   /** The RBF σ per row once fixed (NaN: undefined), else empty arrays. */
   sigmas(): { sigma1: Float64Array; sigma2: Float64Array };
+  /**
+   * Copies one chunk of the evaluation set (the first `count` samples of these inputs) into the engine.
+   * Both sides need the same n >= count >= 1; ERR_BUSY while a run is in flight.
+   */
+  fullAppend(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null, count: number): void;
+  /**
+   * Runs the full-batch comparison on the appended chunks (off the main thread). Rejects with
+   * ERR_INVALID_ARG (no chunks, N < 4, mknnK >= N, an unknown measure), ERR_MEMORY_BUDGET (not even one
+   * chunk's features fit the budget), ERR_NON_FINITE, ABORT_ERR after cancel().
+   */
+  fullRun(options: NativeFullBatchOptions): Promise<NativeFullResult>;
+  /** Where fullRun is: phase 'forward' (chunk forward passes done/total) or 'measures' (units done/total). */
+  fullProgress(): NativeFullProgress;
+  /** Drops the appended chunks (after fullRun, or to start over). */
+  fullClear(): void;
 }
 
 export interface NativeGroupConfig {
