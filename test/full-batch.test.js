@@ -350,7 +350,7 @@ describe('full-batch: invariances (identity layer, transformed inputs)', functio
     });
   }
 
-  it('the transforms computed here in float64: CCA under an invertible map, procrustes and rsa under rotation', async () => {
+  it('transforms made here in float64: CCA under an invertible map, procrustes and rsa under rotation', async () => {
     // a shear plus a scale per axis (invertible, not orthogonal) and a rotation in the (0, 1) plane
     // with a translation, applied to the float32 Y in float64
     const shear = (row) => row.map((v, j) => (j + 1) * v + (j > 0 ? 0.7 * row[j - 1] : 0));
