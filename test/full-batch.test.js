@@ -640,3 +640,79 @@ describe('full-batch fixtures: the streaming mode with one batch agrees with the
     });
   }
 });
+
+describe('full-batch: the CLI (--full-batch, --cca-ridge, --memory-budget)', function () {
+  this.timeout(120000);
+  const { spawnSync } = require('node:child_process');
+  const os = require('node:os');
+  const cli = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+  const run = (...args) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  let dir;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-full-batch-cli-'));
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // rows conv1 (d = 512, fills the 40-sample space) and fc (d = 4) of both convnets
+  const pick = [0, CONV.indexOf('fc')];
+  const sub = (matrix) => pick.map((i) => pick.map((j) => matrix[i][j]));
+  const base = (...extra) => [
+    'compare',
+    path.join(DIR, 'convnet_scripted.pt'),
+    path.join(DIR, 'convnet_b_scripted.pt'),
+    '--data',
+    path.join(DIR, 'convnet_x.npy'),
+    '--batch-size',
+    '7',
+    '--full-batch',
+    '40',
+    '--layers1',
+    'conv1,fc',
+    '--layers2',
+    'conv1,fc',
+    ...extra,
+  ];
+
+  it('--full-batch 40 with batches of 7: the reference values, null CCA cells empty in the CSV', () => {
+    const out = path.join(dir, 'r.json');
+    const csv = path.join(dir, 'r.csv');
+    const r = run(...base('--measures', 'cka,cca_rho,procrustes,mknn', '--out', out, '--csv', csv));
+    assert.equal(r.status, 0, r.stderr);
+    const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(json.fullBatch, 40);
+    assert.equal(json.samples, 40);
+    assert.deepEqual(Object.keys(json.measures), ['cka', 'cca_rho', 'procrustes', 'mknn']);
+    for (const id of ['cka', 'cca_rho', 'procrustes', 'mknn']) {
+      checkMatrix(`cli ${id}`, json.measures[id], sub(REF.convnet.measures[id]), {
+        ...(id === 'mknn' ? { ties: sub(REF.convnet.mknnTies), n: 40 } : {}),
+      });
+    }
+    assert.deepEqual(json.nullReasons.cca_rho, sub(REF.convnet.reasons.cca_rho));
+    const lines = fs.readFileSync(path.join(dir, 'r.cca_rho.csv'), 'utf8').trimEnd().split(/\r?\n/);
+    assert.equal(lines.length, 3);
+    const cells = lines.slice(1).map((line) => line.split(',').slice(1));
+    sub(REF.convnet.measures.cca_rho).forEach((row, i) =>
+      row.forEach((want, j) => {
+        if (want === null) assert.equal(cells[i][j], '', `CSV cell ${i},${j} of a null value`);
+        else assert.ok(Math.abs(Number(cells[i][j]) - want) < TOL, `CSV cell ${i},${j}: ${cells[i][j]}`);
+      }),
+    );
+    // one rank warning per model on stderr, naming conv1 (the CLI writes "warning: ... (CODE)")
+    const warned = r.stderr.split('\n').filter((line) => line.includes('TORCH_CKA_RANK_DEFICIENT'));
+    assert.equal(warned.length, 2, r.stderr);
+    for (const line of warned) assert.match(line, /conv1/);
+  });
+
+  it('--cca-ridge 0.1 gives the ridge reference; --memory-budget 1K fails with ERR_MEMORY_BUDGET', () => {
+    const out = path.join(dir, 'ridge.json');
+    const r = run(...base('--measures', 'cca_rho,cca_r2', '--cca-ridge', String(REF.ccaRidge), '--out', out));
+    assert.equal(r.status, 0, r.stderr);
+    const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+    for (const id of ['cca_rho', 'cca_r2'])
+      checkMatrix(`cli ridge ${id}`, json.measures[id], sub(REF.convnet.ridge[id]));
+    const small = run(...base('--measures', 'cka', '--memory-budget', '1K', '--out', path.join(dir, 'no.json')));
+    assert.notEqual(small.status, 0);
+    assert.match(small.stderr, /ERR_MEMORY_BUDGET/);
+    assert.match(small.stderr, /memory budget is/);
+    assert.equal(fs.existsSync(path.join(dir, 'no.json')), false);
+  });
+});
