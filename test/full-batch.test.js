@@ -528,6 +528,43 @@ describe('full-batch: ridge CCA, the memory budget, options', function () {
     assert.match(short[0].message, /100/);
   });
 
+  it('onProgress gives the phases in order (reading, forward, measures); an abort rejects: ABORT_ERR', async () => {
+    const [m1, m2] = await Promise.all([fixtureModel('convnet'), fixtureModel('convnet_b')]);
+    const options = {
+      measures: ALL,
+      fullBatch: 40,
+      model1Layers: CONV,
+      model2Layers: CONV,
+      onWarning: () => undefined,
+    };
+    const seen = [];
+    const cka = new CKA(m1, m2, options);
+    await cka.compare(batchesOf(convX, sizes(47, 7)), undefined, {
+      onProgress: (p) => p.fullBatch && seen.push({ ...p.fullBatch }),
+    });
+    assert.ok(seen.length > 0, 'onProgress gave fullBatch');
+    const order = ['reading', 'forward', 'measures'];
+    let last = 0;
+    for (const p of seen) {
+      assert.ok(order.includes(p.phase), p.phase);
+      assert.ok(order.indexOf(p.phase) >= last, `phase ${p.phase} after ${order[last]}`);
+      last = order.indexOf(p.phase);
+      assert.ok(
+        Number.isInteger(p.done) && Number.isInteger(p.total) && p.done >= 0 && p.done <= p.total,
+        JSON.stringify(p),
+      );
+    }
+    const controller = new AbortController();
+    const aborted = new CKA(m1, m2, options);
+    await assert.rejects(
+      aborted.compare(batchesOf(convX, sizes(47, 7)), undefined, {
+        signal: controller.signal,
+        onProgress: () => controller.abort(),
+      }),
+      (err) => err.code === 'ABORT_ERR',
+    );
+  });
+
   it('fullBatch with a checkpoint: ERR_INVALID_ARG, and no checkpoint file written', async () => {
     const model = await identityModel();
     const file = path.join(require('node:os').tmpdir(), `torch-cka-fb-${process.pid}.ckpt`);
