@@ -14,6 +14,9 @@ const { CKA, loadModel } = require('..');
 const { parseByteSize } = require('../dist/cli/args');
 const { Progress } = require('../dist/cli/progress');
 const { binding } = require('../dist/native/binding');
+const { pathToFileURL } = require('node:url');
+const { reportHtml } = require('../dist/report');
+const { launchChromium } = require('./helpers/browser');
 const { hsic1, warningSink, writeNpy } = require('./helpers');
 
 const REF = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'measures', 'measures.json'), 'utf8'));
@@ -95,7 +98,14 @@ describe('full-batch options and flags', function () {
   });
   after(() => model?.dispose());
 
-  const make = (options) => new CKA(model, model, { model1Layers: ['id'], model2Layers: ['id'], ...options });
+  const make = (options) =>
+    new CKA(model, model, {
+      model1Name: 'm1',
+      model2Name: 'm2',
+      model1Layers: ['id'],
+      model2Layers: ['id'],
+      ...options,
+    });
 
   it('refuses every bad fullBatch option with ERR_INVALID_ARG naming it and its value', () => {
     const cases = [
@@ -261,6 +271,84 @@ describe('full-batch options and flags', function () {
   });
 });
 
+describe('full-batch report', function () {
+  this.timeout(120000);
+  let browser;
+  let dir;
+  before(async () => {
+    browser = await launchChromium();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torch-cka-full-batch-report-'));
+  });
+  after(async () => {
+    await browser?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("shows a null cell's reason in its tooltip", async () => {
+    const result = {
+      model1Name: 'a',
+      model2Name: 'b',
+      model1Layers: ['conv', 'fc'],
+      model2Layers: ['conv', 'fc'],
+      dataset1Name: 'data1',
+      dataset2Name: 'data1',
+      measures: {
+        cca_rho: [
+          [null, 0.25],
+          [0.5, 0.75],
+        ],
+        rbf_cka_biased: [
+          [0.1, null],
+          [0.3, 0.4],
+        ],
+      },
+      rbf: { threshold: 0.5, sigma1: [1, 2], sigma2: [3, null] },
+      nullReasons: {
+        cca_rho: [
+          ['rank_deficient', null],
+          [null, null],
+        ],
+        rbf_cka_biased: [
+          [null, 'no_sigma'],
+          [null, null],
+        ],
+      },
+      fullBatch: 50,
+      samples: 50,
+      batches: 1,
+    };
+    const html = reportHtml(result);
+    assert.match(html, /Full-batch \(50 samples\) mean canonical correlation, biased RBF-kernel CKA/);
+    const file = path.join(dir, 'report.html');
+    fs.writeFileSync(file, html);
+    const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    const errors = [];
+    page.on('pageerror', (error) => errors.push(String(error)));
+    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    await page.waitForSelector('#heatmap-canvas[data-ready]');
+    const tooltipFor = async (i, j) => {
+      const box = await page.locator('#heatmap-canvas').boundingBox();
+      const geo = await page.$eval('#heatmap-canvas', (c) => ({
+        x0: Number(c.dataset.x0),
+        y0: Number(c.dataset.y0),
+        cell: Number(c.dataset.cell),
+      }));
+      await page.mouse.move(1, 1);
+      await page.mouse.move(box.x + geo.x0 + (j + 0.5) * geo.cell, box.y + geo.y0 + (2 - 1 - i + 0.5) * geo.cell);
+      await page.waitForSelector('#tooltip:not([hidden])', { state: 'visible' });
+      return page.textContent('#tooltip');
+    };
+    assert.match(await tooltipFor(0, 0), /null: rank_deficient \(layer fills the sample space: d >= N - 1\)/);
+    assert.match(await tooltipFor(1, 1), /0\.750/);
+    await page.click('.measures button:nth-child(2)');
+    const tip = await tooltipFor(0, 1);
+    assert.match(tip, /null: no_sigma \(the median squared distance is 0/);
+    assert.match(tip, /σ/);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});
+
 describe('full-batch compare() and CLI end to end', function () {
   this.timeout(300000);
   let dir;
@@ -282,7 +370,14 @@ describe('full-batch compare() and CLI end to end', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const make = (options) => new CKA(model, model, { model1Layers: ['id'], model2Layers: ['id'], ...options });
+  const make = (options) =>
+    new CKA(model, model, {
+      model1Name: 'm1',
+      model2Name: 'm2',
+      model1Layers: ['id'],
+      model2Layers: ['id'],
+      ...options,
+    });
 
   it('compares the first N samples over batches of another size, with progress, then refuses a second compare()', async () => {
     const { warnings, onWarning } = warningSink();

@@ -649,8 +649,12 @@ export function summary(result: CKAResult, elapsedSeconds: number): string {
   const cols = result.model2Layers.length;
   const ids = Object.keys(resultMeasures(result));
   const what = ids.length === 1 && ids[0] === 'cka' ? 'CKA' : ids.join(', ');
+  const over =
+    result.fullBatch !== undefined
+      ? `on one full-batch set of ${result.samples} samples`
+      : `over ${result.samples} samples in ${result.batches} batches`;
   const head =
-    `${what} of ${rows} x ${cols} layers over ${result.samples} samples in ${result.batches} batches ` +
+    `${what} of ${rows} x ${cols} layers ${over} ` +
     `(${formatDuration(elapsedSeconds)}, ${(result.samples / Math.max(elapsedSeconds, 1e-9)).toFixed(0)} samples/s)`;
   const parts = [head];
   // One best-match table per measure, each named.
