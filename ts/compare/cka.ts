@@ -151,7 +151,8 @@ const defaultWarning = (warning: CKAWarning): void => {
 
 /**
  * Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021) between every chosen
- * layer of two models, computed natively as the batches stream through.
+ * layer of two models, computed natively as the batches stream through; or,
+ * with `fullBatch`, every measure of docs/full-batch.md on one evaluation set.
  */
 export class CKA {
   /** The model whose layers are the rows. */
@@ -677,6 +678,9 @@ export class CKA {
    * output does not vary over the data has no defined CKA: its cells are
    * `null` and a TORCH_CKA_CONSTANT_LAYER warning names it; no NaN ever
    * leaves the native code. Fails with ERR_NO_DATA before any batch was compared.
+   * In the full-batch mode (options.fullBatch): every measure's matrix on the
+   * one set, with `fullBatch` (N), `nullReasons` and `fullBatchInfo`
+   * (docs/full-batch.md); ERR_NO_DATA before compare() ran.
    */
   export(): CKAResult {
     if (this.running) {
