@@ -241,7 +241,8 @@ export async function runFullBatch(run: FullBatchRun): Promise<FullBatchOutcome>
       measures: [...run.measures],
       rbfThreshold: run.rbfThreshold,
       svccaVariance: settings.svccaVariance,
-      mknnK: settings.mknnK,
+      // Used by mknn alone; without it a default k of 10 must not refuse a set of 10 samples or fewer.
+      mknnK: run.measures.includes('mknn') ? settings.mknnK : Math.min(settings.mknnK, samples - 1),
       ccaRidge: settings.ccaRidge,
       memoryBudget: settings.memoryBudget,
     });
