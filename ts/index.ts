@@ -27,9 +27,14 @@ export type {
   CompareProgress,
   CompareSummary,
   DataSource,
+  FullBatchInfo,
+  FullBatchOptions,
   LeftOutLayer,
   Measure,
+  NullReason,
+  RankDeficientLayer,
 } from './compare/types';
+export type { FullBatchStats } from './compare/full-batch';
 export type { View, ViewMap } from './compare/views';
 export { distributedEnv } from './compare/distributed';
 export type { DistributedInfo, DistributedOptions, DistributedTimings, JobProgress } from './compare/distributed';

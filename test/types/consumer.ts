@@ -21,6 +21,10 @@ import {
   type BestMatch,
   type HeatmapOptions,
   type View,
+  type FullBatchOptions,
+  type FullBatchStats,
+  type Measure,
+  type NullReason,
 } from 'torch-cka';
 
 async function main(): Promise<void> {
@@ -74,6 +78,25 @@ async function main(): Promise<void> {
   const html: string = reportHtml(validateResult(JSON.parse(svg)), { title: 'x', version: '1' });
   const best: BestMatch[] = bestMatches(r);
   console.log(count, png.length, html.length, best[0]?.layer2);
+  const fullOptions: FullBatchOptions = {
+    samples: 1000,
+    svccaVariance: 0.99,
+    mknnK: 10,
+    ccaRidge: 0,
+    memoryBudget: 2 ** 33,
+  };
+  const ids: Measure[] = ['cka', 'linear_cka_biased', 'svcca', 'procrustes', 'rsa', 'mknn'];
+  const full = new CKA(m1, m2, { measures: ids, fullBatch: fullOptions });
+  new CKA(m1, m2, { fullBatch: 500 });
+  await full.compare(digits, undefined, {
+    onProgress: (p) => console.log(p.fullBatch?.phase, p.fullBatch?.done, p.fullBatch?.total),
+  });
+  const fr = full.export();
+  const n: number | undefined = fr.fullBatch;
+  const reason: NullReason | null | undefined = fr.nullReasons?.svcca?.[0]?.[0];
+  const fills: boolean | undefined = fr.fullBatchInfo?.fills.model1[0];
+  const fstats: FullBatchStats = full.fullBatchStats();
+  console.log(n, reason, fills, fstats.groups, fstats.forwards, fstats.estimateBytes);
   m1.dispose();
   await m2[Symbol.asyncDispose]();
 }

@@ -178,3 +178,46 @@ export function sizeValue(values: Values, name: string): number | [number, numbe
   }
   return w === undefined ? h : [h, w];
 }
+
+const BYTE_UNITS: Readonly<Record<string, number>> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/**
+ * A byte count: `8589934592`, or a number with a K, M, G or T suffix in
+ * base 1024 (`8G`, `1.5g`, `512MiB`, `512MB`); null when it is none (or 0).
+ */
+export function parseByteSize(text: string): number | null {
+  const match = /^(\d+(?:\.\d+)?|\.\d+)\s*(?:([KMGT])(?:i?B)?|B)?$/i.exec(text.trim());
+  if (!match) return null;
+  const bytes = Math.floor(Number(match[1]) * (BYTE_UNITS[(match[2] ?? '').toUpperCase()] ?? Number.NaN));
+  return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : null;
+}
+
+/** A `--name SIZE` option in bytes (see parseByteSize). */
+export function byteSizeValue(values: Values, name: string): number | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  const bytes = parseByteSize(text);
+  if (bytes === null) {
+    throw usageError(
+      `Expected a positive size in bytes, or with a K, M, G or T suffix (base 1024, e.g. 8G), for --${name} but received '${text}'`,
+    );
+  }
+  return bytes;
+}
+
+/** A `--name X` option: a finite number within [min, max] (`open` excludes min). */
+export function numberValue(
+  values: Values,
+  name: string,
+  range: { min: number; max?: number; open?: boolean },
+  expected: string,
+): number | undefined {
+  const text = stringValue(values, name);
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  const low = range.open ? value > range.min : value >= range.min;
+  if (text.trim() === '' || !Number.isFinite(value) || !low || (range.max !== undefined && value > range.max)) {
+    throw usageError(`Expected ${expected} for --${name} but received '${text}'`);
+  }
+  return value;
+}

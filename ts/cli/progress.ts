@@ -33,6 +33,8 @@ export class Progress {
   private batches = 0;
   private samples = 0;
   private base = 0;
+  /** The full-batch mode's phase, once reported: the line shows it instead of batches. */
+  private stage: { phase: string; done: number; total: number } | undefined;
 
   constructor(stream: NodeJS.WriteStream, options: ProgressOptions = {}) {
     this.stream = stream;
@@ -47,6 +49,7 @@ export class Progress {
   /** The line shown for the current state. */
   line(): string {
     const elapsed = (this.now() - this.start) / 1000;
+    if (this.stage) return this.stageLine(this.stage, elapsed);
     const rate = elapsed > 0 ? this.samples / elapsed : 0;
     const parts: string[] = [];
     if (this.total !== undefined && this.total > 0) {
@@ -84,6 +87,36 @@ export class Progress {
     }
   }
 
+  /**
+   * The full-batch mode: `reading` (samples of N), `forward` (chunk forward
+   * passes) or `measures` (units of work), each with done of total. A new
+   * phase is always shown; on a terminal the bar follows the phase.
+   */
+  phase(phase: string, done: number, total: number): void {
+    const changed = this.stage?.phase !== phase;
+    const finished = done >= total;
+    this.stage = { phase, done, total };
+    if (this.quiet) return;
+    const now = this.now();
+    if (this.tty) {
+      if (!changed && !finished && now - this.lastPrint < 100) return;
+      this.lastPrint = now;
+      this.stream.write(`\r\x1b[2K${this.bar()} ${this.line()}`);
+      this.drawn = true;
+    } else if (changed || now - this.lastPrint >= this.interval) {
+      this.lastPrint = now;
+      this.stream.write(`${this.line()}\n`);
+    }
+  }
+
+  private stageLine(stage: { phase: string; done: number; total: number }, elapsed: number): string {
+    const unit = stage.phase === 'reading' ? ' samples' : stage.phase === 'forward' ? ' forward passes' : '';
+    const fraction = stage.total > 0 ? Math.min(1, stage.done / stage.total) : 0;
+    const parts = [`${stage.phase} ${stage.done}/${stage.total}${unit} (${Math.floor(fraction * 100)}%)`];
+    parts.push(`elapsed ${formatDuration(elapsed)}`);
+    return parts.join(', ');
+  }
+
   /** Ends the bar's line, leaving the last state visible. */
   done(): void {
     if (this.quiet || !this.drawn) return;
@@ -93,6 +126,11 @@ export class Progress {
 
   private bar(): string {
     const width = 24;
+    if (this.stage) {
+      const { done, total } = this.stage;
+      const filled = total > 0 ? Math.round(Math.min(1, done / total) * width) : 0;
+      return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
+    }
     if (this.total === undefined || this.total <= 0) return '';
     const filled = Math.round(Math.min(1, this.batches / this.total) * width);
     return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;

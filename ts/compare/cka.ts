@@ -9,7 +9,7 @@ import { type Model, requireModel } from '../model/model';
 import { expandLayerPatterns } from '../model/layer-patterns';
 import { toNativeBatch } from '../model/tensor';
 import { binding, type NativeCKA, type NativeState, type NativeStep } from '../native/binding';
-import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
+import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import {
   optionalBoolean,
   optionalFunction,
@@ -33,7 +33,15 @@ import { type DistributedInfo, DistributedRun, type JobProgress, resolveDistribu
 import { track, untrack } from './in-flight';
 import { leftOutMessage } from './left-out';
 import { optionalViews, resolveViews, rowViews, type View, viewSettings } from './views';
-import { measureList, rbfThreshold, sigmaMap, sigmasPerLayer } from './measures';
+import {
+  type FullBatchSettings,
+  type FullBatchStats,
+  fullBatchSettings,
+  fullBatchWarnings,
+  type NativeFullResult,
+  runFullBatch,
+} from './full-batch';
+import { measureList, rbfThreshold, STREAMING_MEASURES, sigmaMap, sigmasPerLayer } from './measures';
 import { type BatchIterator, checkSource, openSources } from './sources';
 import type {
   CKAOptions,
@@ -44,7 +52,9 @@ import type {
   CompareProgress,
   CompareSummary,
   DataSource,
+  FullBatchInfo,
   Measure,
+  NullReason,
 } from './types';
 
 /** What a checkpoint and the ranks check of the measures (absent for the default `['cka']`). */
@@ -141,7 +151,8 @@ const defaultWarning = (warning: CKAWarning): void => {
 
 /**
  * Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021) between every chosen
- * layer of two models, computed natively as the batches stream through.
+ * layer of two models, computed natively as the batches stream through; or,
+ * with `fullBatch`, every measure of docs/full-batch.md on one evaluation set.
  */
 export class CKA {
   /** The model whose layers are the rows. */
@@ -177,6 +188,10 @@ export class CKA {
   private readonly layerNames: [string[], string[]];
   private readonly measureIds: Measure[];
   private readonly threshold: number;
+  /** options.fullBatch, checked; undefined in the streaming mode. */
+  private readonly fullBatch: FullBatchSettings | undefined;
+  /** The full-batch result, once compare() has run. */
+  private fullResult: NativeFullResult | undefined;
 
   /**
    * Chooses the layers of both models (expanding patterns) and prepares the
@@ -216,7 +231,8 @@ export class CKA {
     this.layerNames = [names1, names2];
     const views1 = viewSettings(names1, this.layerViews[0]);
     const views2 = viewSettings(names2, this.layerViews[1]);
-    this.measureIds = measureList(opts.measures, 'options.measures');
+    this.fullBatch = fullBatchSettings(opts.fullBatch, 'options.fullBatch');
+    this.measureIds = measureList(opts.measures, 'options.measures', this.fullBatch !== undefined);
     this.threshold = rbfThreshold(opts.rbfThreshold, 'options.rbfThreshold');
     const sigmas1 = sigmasPerLayer(
       sigmaMap(opts.model1Sigmas, 'options.model1Sigmas'),
@@ -230,7 +246,10 @@ export class CKA {
       'options.model2Sigmas',
       modelLabel(this.model2),
     );
-    const rbf = this.measureIds.includes('rbf_cka');
+    const rbf = this.measureIds.includes('rbf_cka') || this.measureIds.includes('rbf_cka_biased');
+    // The streaming sums take only their own measures; fullRun() gets the whole list.
+    const streaming = this.measureIds.filter((id) => STREAMING_MEASURES.includes(id));
+    if (this.fullBatch && rbf && !streaming.includes('rbf_cka')) streaming.push('rbf_cka');
     const measures: MeasureSettings | undefined =
       this.measureIds.length === 1 && this.measureIds[0] === 'cka'
         ? undefined
@@ -259,7 +278,7 @@ export class CKA {
       ...(threads ? { threads } : {}),
       concurrent,
       skipNonFinite,
-      measures: this.measureIds,
+      measures: this.fullBatch ? (streaming.length > 0 ? streaming : ['cka']) : this.measureIds,
       rbfThreshold: this.threshold,
       sigmas1,
       sigmas2,
@@ -290,6 +309,7 @@ export class CKA {
     // Checked now, so that bad sources fail before anything else happens.
     checkSource(data1, 'data1');
     if (data2 !== undefined) checkSource(data2, 'data2');
+    if (this.fullBatch) this.checkFullCompare(settings);
 
     this.running = true;
     track(this.native);
@@ -299,6 +319,7 @@ export class CKA {
     };
     signal?.addEventListener('abort', cancel);
     try {
+      if (this.fullBatch) return await this.compareFull(data1, data2, settings, this.fullBatch);
       return settings.distributed
         ? await this.compareDistributed(data1, data2, settings, settings.distributed)
         : await this.compareHere(data1, data2, settings);
@@ -310,6 +331,63 @@ export class CKA {
       untrack(this.native);
       this.running = false;
     }
+  }
+
+  /** The full-batch mode takes one evaluation set, with no checkpoint nor distributed run. */
+  private checkFullCompare(settings: CompareSettings): void {
+    for (const option of ['checkpoint', 'distributed'] as const) {
+      if (settings[option] !== undefined) {
+        throw invalidArgValue(
+          `compare() options.${option} is not available in the full-batch mode (options.fullBatch): its one ` +
+            'evaluation set runs in one call and needs no checkpoint nor ranks; leave it out, or drop fullBatch',
+        );
+      }
+    }
+    if (this.fullResult !== undefined) {
+      throw invalidArgValue(
+        'This full-batch CKA object has compared its evaluation set already (one set per object); ' +
+          'create a new CKA object for another compare()',
+      );
+    }
+  }
+
+  /** The full-batch mode: the first N samples into the engine, then every measure on their Grams. */
+  private async compareFull(
+    data1: DataSource,
+    data2: DataSource | undefined,
+    settings: CompareSettings,
+    full: FullBatchSettings,
+  ): Promise<CompareSummary> {
+    if (data2 !== undefined) this.sameData = false;
+    const outcome = await runFullBatch({
+      native: this.native,
+      data1,
+      data2,
+      settings: full,
+      measures: this.measureIds,
+      rbfThreshold: this.threshold,
+      onProgress: settings.onProgress,
+      signal: settings.signal,
+      warn: (warning) => this.warnOnce(warning),
+      running: (promise) => {
+        this.stepping = promise;
+      },
+    });
+    this.fullResult = outcome.result;
+    for (const warning of fullBatchWarnings(outcome.result, this.measureIds, full.ccaRidge, [
+      this.model1Name,
+      this.model2Name,
+    ])) {
+      this.warnOnce(warning);
+    }
+    this.leftOutWarnings(outcome.result.leftOut);
+    return {
+      ...emptySummary(),
+      batches: outcome.chunks,
+      samples: outcome.result.samples,
+      position: outcome.chunks,
+      stoppedEarly: outcome.stoppedEarly,
+    };
   }
 
   /** One process: resume from the checkpoint if there is one, then every batch. */
@@ -600,11 +678,15 @@ export class CKA {
    * output does not vary over the data has no defined CKA: its cells are
    * `null` and a TORCH_CKA_CONSTANT_LAYER warning names it; no NaN ever
    * leaves the native code. Fails with ERR_NO_DATA before any batch was compared.
+   * In the full-batch mode (options.fullBatch): every measure's matrix on the
+   * one set, with `fullBatch` (N), `nullReasons` and `fullBatchInfo`
+   * (docs/full-batch.md); ERR_NO_DATA before compare() ran.
    */
   export(): CKAResult {
     if (this.running) {
       throw makeError(Error, ErrorCodes.BUSY, 'export() was called while compare() is running; await it first');
     }
+    if (this.fullBatch) return this.exportFull(this.fullBatch);
     const result = this.native.result();
     for (const message of result.warnings) this.warnOnce({ code: 'TORCH_CKA_CONSTANT_LAYER', message });
     const measures: Record<string, Array<Array<number | null>>> = {};
@@ -630,6 +712,68 @@ export class CKA {
     };
   }
 
+  /** export() in the full-batch mode. */
+  private exportFull(full: FullBatchSettings): CKAResult {
+    const result = this.fullResult;
+    if (!result) {
+      throw makeError(Error, ErrorCodes.NO_DATA, 'No evaluation set compared yet: run compare() before export()');
+    }
+    const measures: Record<string, Array<Array<number | null>>> = {};
+    const nullReasons: Record<string, Array<Array<NullReason | null>>> = {};
+    result.measures.forEach((id, i) => {
+      measures[id] = result.matrices[i] ?? [];
+      const reasons = (result.reasons[i] ?? []) as Array<Array<NullReason | null>>;
+      if (reasons.some((row) => row.some((reason) => reason !== null))) nullReasons[id] = reasons;
+    });
+    const rbf = this.measureIds.includes('rbf_cka') || this.measureIds.includes('rbf_cka_biased');
+    const pair = <T>(a: T[], b: T[]): { model1: T[]; model2: T[] } => ({ model1: a, model2: b });
+    const eigen = result.rank1.length > 0 || result.rank2.length > 0;
+    const info: FullBatchInfo = {
+      ...(eigen ? { ranks: pair(result.rank1, result.rank2) } : {}),
+      fills: pair(result.fills1, result.fills2),
+      features: pair(result.features1, result.features2),
+      ...(this.measureIds.includes('svcca') ? { svccaDims: pair(result.svccaDims1, result.svccaDims2) } : {}),
+      ...(eigen ? { eigenTolerance: result.eigenTolerance } : {}),
+      ccaRidge: full.ccaRidge,
+      svccaVariance: full.svccaVariance,
+      mknnK: full.mknnK,
+    };
+    return {
+      model1Name: this.model1Name,
+      model2Name: this.model2Name,
+      model1Layers: result.rows1,
+      model2Layers: result.rows2,
+      model1Views: rowViews(result.rows1, this.layerNames[0], this.layerViews[0]),
+      model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
+      dataset1Name: this.dataset1Name,
+      dataset2Name: this.dataset2Name,
+      ...(measures.cka ? { cka: measures.cka } : {}),
+      measures,
+      ...(rbf ? { rbf: { threshold: this.threshold, sigma1: result.sigma1, sigma2: result.sigma2 } } : {}),
+      fullBatch: result.samples,
+      ...(Object.keys(nullReasons).length > 0 ? { nullReasons } : {}),
+      fullBatchInfo: info,
+      samples: result.samples,
+      batches: 1,
+    };
+  }
+
+  /**
+   * The full-batch mode: what the engine did (forward passes, chunk groups),
+   * its memory estimate against the budget, the bytes it held and the
+   * milliseconds of each phase. Fails with ERR_NO_DATA before compare() ran,
+   * and with ERR_INVALID_ARG in the streaming mode (see {@link CKA.stats}).
+   */
+  fullBatchStats(): FullBatchStats {
+    if (!this.fullBatch) {
+      throw invalidArgValue('fullBatchStats() needs a CKA object made with options.fullBatch; see stats()');
+    }
+    if (!this.fullResult) {
+      throw makeError(Error, ErrorCodes.NO_DATA, 'No evaluation set compared yet: run compare() first');
+    }
+    return { ...this.fullResult.stats };
+  }
+
   /**
    * What the comparison holds and did: bytes of the float64 sums and of the
    * last batch's Gram matrices and block copies, forward passes run, Grams
@@ -648,8 +792,13 @@ export class CKA {
   private batchWarnings(result: NativeStep): void {
     for (const message of result.warnings) this.warnOnce({ code: 'TORCH_CKA_SKIPPED_BATCH', message });
     if (result.skipped) return;
+    this.leftOutWarnings(result.leftOut);
+  }
+
+  /** The layers left out of default selections, one TORCH_CKA_LAYER_LEFT_OUT per model. */
+  private leftOutWarnings(leftOut: NativeStep['leftOut']): void {
     for (const [index, model] of [[1, 'model1'] as const, [2, 'model2'] as const]) {
-      const layers = result.leftOut
+      const layers = leftOut
         .filter((layer) => layer.model === index)
         .map(({ name, code, reason }) => ({ name, code, reason }));
       if (layers.length === 0 || this.leftOutWarned.has(model)) continue;

@@ -7,19 +7,44 @@ import { describe, invalidArgType, invalidArgValue } from '../util/errors';
 import type { Measure } from './types';
 
 /** Every measure id, in the order the docs list them. */
-export const MEASURES: readonly Measure[] = ['cka', 'rbf_cka', 'dcor'];
+export const MEASURES: readonly Measure[] = [
+  'cka',
+  'rbf_cka',
+  'dcor',
+  'linear_cka_biased',
+  'rbf_cka_biased',
+  'cca_rho',
+  'cca_r2',
+  'svcca',
+  'procrustes',
+  'rsa',
+  'mknn',
+];
 
-/** @internal options.measures, checked: a non-empty list of distinct ids; default `['cka']`. */
-export function measureList(value: unknown, name: string): Measure[] {
+/** The measures the streaming (minibatch) mode computes; the others need `fullBatch`. */
+export const STREAMING_MEASURES: readonly Measure[] = ['cka', 'rbf_cka', 'dcor'];
+
+/**
+ * @internal options.measures, checked: a non-empty list of distinct ids;
+ * default `['cka']`. Without `fullBatch`, only the streaming measures.
+ */
+export function measureList(value: unknown, name: string, fullBatch = false): Measure[] {
   if (value === undefined) return ['cka'];
   if (!Array.isArray(value)) throw invalidArgType(`Expected ${name} to be an array but received ${describe(value)}`);
+  const allowed = fullBatch ? MEASURES : STREAMING_MEASURES;
   if (value.length === 0) {
-    throw invalidArgValue(`${name} is an empty list: name at least one of ${MEASURES.join(', ')}`);
+    throw invalidArgValue(`${name} is an empty list: name at least one of ${allowed.join(', ')}`);
   }
   const seen = new Set<string>();
   for (const item of value as unknown[]) {
     if (typeof item !== 'string' || !(MEASURES as readonly string[]).includes(item)) {
-      throw invalidArgValue(`Expected ${name} to hold ${MEASURES.join(', ')} but received ${describe(item)}`);
+      throw invalidArgValue(`Expected ${name} to hold ${allowed.join(', ')} but received ${describe(item)}`);
+    }
+    if (!(allowed as readonly string[]).includes(item)) {
+      throw invalidArgValue(
+        `${name} names '${item}', a full-batch measure: set fullBatch (--full-batch N) to compute it on one ` +
+          `evaluation set; the streaming mode computes ${STREAMING_MEASURES.join(', ')}`,
+      );
     }
     if (seen.has(item)) throw invalidArgValue(`${name} names '${item}' twice`);
     seen.add(item);
@@ -92,6 +117,22 @@ export const MEASURE_NAMES: Readonly<Record<string, string>> = {
   cka: 'linear CKA',
   rbf_cka: 'RBF CKA',
   dcor: 'distance correlation',
+  linear_cka_biased: 'biased linear CKA',
+  rbf_cka_biased: 'biased RBF CKA',
+  cca_rho: 'mean canonical correlation',
+  cca_r2: 'mean squared canonical correlation',
+  svcca: 'SVCCA',
+  procrustes: 'Procrustes similarity',
+  rsa: 'RSA (Spearman)',
+  mknn: 'mutual k-NN',
+};
+
+/** Why a null cell is null, in words (report tooltips). */
+export const NULL_REASONS: Readonly<Record<string, string>> = {
+  constant: 'a layer does not vary over the data',
+  rank_deficient: 'layer fills the sample space: d >= N - 1',
+  no_sigma: 'the median squared distance is 0, so σ is undefined',
+  zero_norm: 'a sample has a zero feature vector, so no cosine',
 };
 
 /**

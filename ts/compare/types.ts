@@ -71,11 +71,20 @@ export interface CKAOptions {
    * `'cka'` linear minibatch CKA (default `['cka']`), `'rbf_cka'` CKA with a
    * Gaussian kernel, `'dcor'` the bias-corrected distance correlation. Each
    * extra measure costs one more all-pairs product and an n² float64 kernel
-   * pass per layer and batch.
+   * pass per layer and batch. With `fullBatch` every id of {@link Measure}
+   * may be chosen (docs/full-batch.md); without it, only cka, rbf_cka and dcor.
    */
   measures?: readonly Measure[];
   /**
-   * rbf_cka: σ of a row = rbfThreshold x √(median squared distance between
+   * The full-batch mode (docs/full-batch.md): compare() takes the first N
+   * samples of the data as one evaluation set and computes every measure on
+   * its N x N Gram matrices, as one forward pass over all N samples would.
+   * A number is `{ samples: N }`. Not with compare()'s `checkpoint` or
+   * `distributed` (one set needs neither), and one compare() per object.
+   */
+  fullBatch?: number | FullBatchOptions;
+  /**
+   * rbf_cka (and rbf_cka_biased in the full-batch mode, over the whole set): σ of a row = rbfThreshold x √(median squared distance between
    * the samples of the first compared batch), fixed for the whole run.
    * Default 0.5 (Kornblith et al.).
    */
@@ -100,17 +109,56 @@ export interface CKAWarning {
     | 'TORCH_CKA_LAYER_LEFT_OUT'
     | 'TORCH_CKA_CONSTANT_LAYER'
     | 'TORCH_CKA_SAME_NAMES'
-    | 'TORCH_CKA_UNEVEN_DATA';
+    | 'TORCH_CKA_UNEVEN_DATA'
+    | 'TORCH_CKA_RANK_DEFICIENT'
+    | 'TORCH_CKA_FULL_BATCH_SHORT';
   /** One line saying what happened and what was done about it. */
   message: string;
-  /** TORCH_CKA_LAYER_LEFT_OUT (one warning per model): the model whose layers were left out. */
+  /**
+   * TORCH_CKA_LAYER_LEFT_OUT and TORCH_CKA_RANK_DEFICIENT (one warning per
+   * model each): the model whose layers the warning names.
+   */
   model?: 'model1' | 'model2';
   /**
    * TORCH_CKA_LAYER_LEFT_OUT: every layer left out, in definition order, each
    * with why (e.g. `it did not run during batch 0`); the message only counts
-   * them and names them compactly.
+   * them and names them compactly. TORCH_CKA_RANK_DEFICIENT: the rows that
+   * fill the sample space, with their feature count and rank.
    */
-  layers?: LeftOutLayer[];
+  layers?: Array<LeftOutLayer | RankDeficientLayer>;
+}
+
+/** A row that fills the centred sample space, as TORCH_CKA_RANK_DEFICIENT lists it. */
+export interface RankDeficientLayer {
+  /** The row's name (`#k` for a later call). */
+  name: string;
+  /** d, its features after the view. */
+  features: number;
+  /** Its numerical rank (eigenvalues above the tolerance). */
+  rank?: number;
+  /** Why, e.g. `it has 4096 features for 500 samples (d >= N - 1)`. */
+  reason: string;
+}
+
+/** The `fullBatch` option as an object; `fullBatch: N` is `{ samples: N }`. */
+export interface FullBatchOptions {
+  /** N, the samples of the evaluation set: the first N of the data (an integer >= 4). */
+  samples: number;
+  /** svcca: the fraction of each layer's variance its kept principal directions explain, in (0, 1]; default 0.99. */
+  svccaVariance?: number;
+  /** mknn: the neighbours per sample, an integer with 1 <= k < N; default 10. */
+  mknnK?: number;
+  /**
+   * cca_rho, cca_r2, svcca: the ridge ε >= 0 of regularised CCA; each
+   * eigen-direction of a layer is weighted by √(λ / (λ + ε·λmax)). Default 0:
+   * plain CCA, whose cells are null for a layer that fills the sample space.
+   */
+  ccaRidge?: number;
+  /**
+   * Bytes the comparison may hold (Grams, features, the measures' work,
+   * inputs); default: 3/4 of the available memory. Above it: ERR_MEMORY_BUDGET.
+   */
+  memoryBudget?: number;
 }
 
 /** The counts of a compare() call so far, as `onProgress` receives them. */
@@ -132,6 +180,13 @@ export interface CompareProgress {
    * progress (summed from the ranks' heartbeats).
    */
   distributed?: { rank: number; worldSize: number; job?: JobProgress };
+  /**
+   * In the full-batch mode: the phase, `reading` (samples appended of N),
+   * `forward` (chunk forward passes done of all) or `measures` (units of
+   * the measures' work done of all). Reported at least every 250 ms while the
+   * engine runs.
+   */
+  fullBatch?: { phase: 'reading' | 'forward' | 'measures'; done: number; total: number };
 }
 
 /** Options of {@link CKA.compare}. */
@@ -186,9 +241,43 @@ export interface CompareSummary extends CompareProgress {
 
 /**
  * A similarity measure (docs/measures.md): `'cka'` linear minibatch CKA,
- * `'rbf_cka'` RBF-kernel CKA, `'dcor'` bias-corrected distance correlation.
+ * `'rbf_cka'` RBF-kernel CKA, `'dcor'` bias-corrected distance correlation;
+ * in the full-batch mode also (docs/full-batch.md) `'linear_cka_biased'`,
+ * `'rbf_cka_biased'`, `'cca_rho'`, `'cca_r2'`, `'svcca'`, `'procrustes'`,
+ * `'rsa'` and `'mknn'`.
  */
-export type Measure = 'cka' | 'rbf_cka' | 'dcor';
+export type Measure =
+  | 'cka'
+  | 'rbf_cka'
+  | 'dcor'
+  | 'linear_cka_biased'
+  | 'rbf_cka_biased'
+  | 'cca_rho'
+  | 'cca_r2'
+  | 'svcca'
+  | 'procrustes'
+  | 'rsa'
+  | 'mknn';
+
+/** Why a cell of a full-batch matrix is null. */
+export type NullReason = 'constant' | 'rank_deficient' | 'no_sigma' | 'zero_norm';
+
+/** What a full-batch result adds about its rows and settings ({@link CKAResult.fullBatchInfo}). */
+export interface FullBatchInfo {
+  /** The numerical rank of each row's centred features (with cca_rho, cca_r2, svcca or procrustes). */
+  ranks?: { model1: number[]; model2: number[] };
+  /** Whether each row fills the centred sample space (d >= N - 1 or rank >= N - 1). */
+  fills: { model1: boolean[]; model2: boolean[] };
+  /** d, the features of each row after its view. */
+  features: { model1: number[]; model2: number[] };
+  /** svcca: the principal directions kept per row. */
+  svccaDims?: { model1: number[]; model2: number[] };
+  /** Eigenvalues below eigenTolerance x λmax were dropped (N x 2^-23). */
+  eigenTolerance?: number;
+  ccaRidge: number;
+  svccaVariance: number;
+  mknnK: number;
+}
 
 /** The result of {@link CKA.export}; the same shape as torch_cka's export(). */
 export interface CKAResult {
@@ -225,9 +314,19 @@ export interface CKAResult {
    * per row and column (null where undefined: the median squared distance was 0).
    */
   rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
-  /** Samples compared (skipped batches not included). */
+  /** The full-batch mode: N, the samples of the evaluation set. Absent in the streaming mode. */
+  fullBatch?: number;
+  /**
+   * The full-batch mode: why each null cell is null (`constant`,
+   * `rank_deficient`, `no_sigma`, `zero_norm`; null where there is a value),
+   * for the measures with at least one null cell.
+   */
+  nullReasons?: { [id: string]: Array<Array<NullReason | null>> };
+  /** The full-batch mode: ranks, features and settings behind the matrices. */
+  fullBatchInfo?: FullBatchInfo;
+  /** Samples compared (skipped batches not included); in the full-batch mode N. */
   samples: number;
-  /** Batches compared. */
+  /** Batches compared; 1 in the full-batch mode (one set). */
   batches: number;
 }
 

@@ -1,6 +1,7 @@
 // One self-contained HTML page for a CKA result: the heatmap of every measure on a canvas with
 // tooltips and keyboard moves, what was compared, and the best match of each layer. No network:
 // inline CSS and script only; the matrices travel packed (encode.ts), not as one element per cell.
+import { NULL_REASONS } from '../compare/measures';
 import type { CKAResult } from '../compare/types';
 import { describe, ErrorCodes, invalidArgType, makeError } from '../util/errors';
 import { optionalBoolean, optionalInteger, optionalObject, optionalOneOf } from '../util/is';
@@ -139,12 +140,75 @@ function layersCell(compared: number, total: number | undefined): string {
     : `${formatCount(compared)} <span class="muted">of ${formatCount(total)}</span>`;
 }
 
-const MEASURE_LABELS: Record<string, string> = { cka: 'CKA', rbf_cka: 'RBF CKA', dcor: 'dCor' };
+const MEASURE_LABELS: Record<string, string> = {
+  cka: 'CKA',
+  rbf_cka: 'RBF CKA',
+  dcor: 'dCor',
+  linear_cka_biased: 'CKA (biased)',
+  rbf_cka_biased: 'RBF CKA (biased)',
+  cca_rho: 'CCA ρ',
+  cca_r2: 'CCA R²',
+  svcca: 'SVCCA',
+  procrustes: 'Procrustes',
+  rsa: 'RSA',
+  mknn: 'mutual k-NN',
+};
 const MEASURE_NAMES: Record<string, string> = {
   cka: 'linear CKA',
   rbf_cka: 'RBF-kernel CKA',
   dcor: 'bias-corrected distance correlation',
+  linear_cka_biased: 'biased linear CKA',
+  rbf_cka_biased: 'biased RBF-kernel CKA',
+  cca_rho: 'mean canonical correlation',
+  cca_r2: 'mean squared canonical correlation',
+  svcca: 'SVCCA',
+  procrustes: 'orthogonal Procrustes similarity',
+  rsa: 'RSA (Spearman correlation of distances)',
+  mknn: 'mutual k-NN alignment',
 };
+
+/**
+ * A measure's null reasons (full-batch results), packed for the page: the
+ * distinct reasons and, row-major, each cell's index in them (-1: a value).
+ */
+function packReasons(reasons: Array<Array<string | null>> | undefined): { codes: string[]; cells: number[] } | null {
+  if (reasons === undefined) return null;
+  const codes: string[] = [];
+  const cells = reasons.flatMap((row) =>
+    row.map((reason) => {
+      if (reason === null) return -1;
+      if (!codes.includes(reason)) codes.push(reason);
+      return codes.indexOf(reason);
+    }),
+  );
+  return { codes, cells };
+}
+
+/** The optional nullReasons of a full-batch result: per measure, a rows x cols matrix of strings or null. */
+function checkReasons(
+  value: unknown,
+  rows: number,
+  cols: number,
+  source: string,
+): Record<string, Array<Array<string | null>>> | undefined {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    invalid(source, `expected an object of reason matrices for nullReasons but received ${describe(value)}`);
+  }
+  const out: Record<string, Array<Array<string | null>>> = {};
+  for (const [id, matrix] of Object.entries(value as Record<string, unknown>)) {
+    const ok =
+      Array.isArray(matrix) &&
+      matrix.length === rows &&
+      matrix.every(
+        (row) =>
+          Array.isArray(row) && row.length === cols && row.every((cell) => cell === null || typeof cell === 'string'),
+      );
+    if (!ok) invalid(source, `expected a ${rows} x ${cols} matrix of reasons or null for nullReasons.${id}`);
+    out[id] = matrix as Array<Array<string | null>>;
+  }
+  return out;
+}
 const measureLabel = (id: string): string => MEASURE_LABELS[id] ?? id;
 const measureName = (id: string): string => MEASURE_NAMES[id] ?? id;
 
@@ -196,6 +260,9 @@ interface CheckedResult {
   model1Views?: string[];
   model2Views?: string[];
   rbf?: { threshold: number; sigma1: Array<number | null>; sigma2: Array<number | null> };
+  /** Full-batch results: N and why null cells are null. */
+  fullBatch?: number;
+  nullReasons?: Record<string, Array<Array<string | null>>>;
 }
 
 /** validateResult, plus the optional measures, views and rbf fields; `cka` may be absent when `measures` is there. */
@@ -237,9 +304,16 @@ function checkResult(value: unknown, source: string): CheckedResult {
       sigma2: checkSigmas(r.sigma2, 'rbf.sigma2', cols, source),
     };
   }
+  const fullBatch = record.fullBatch;
+  if (fullBatch !== undefined && (typeof fullBatch !== 'number' || !Number.isInteger(fullBatch) || fullBatch < 1)) {
+    invalid(source, `expected a sample count for fullBatch but received ${describe(fullBatch)}`);
+  }
+  const nullReasons = checkReasons(record.nullReasons, rows, cols, source);
   return {
     base,
     measures,
+    ...(fullBatch === undefined ? {} : { fullBatch: fullBatch as number }),
+    ...(nullReasons === undefined ? {} : { nullReasons }),
     model1Views: checkViews(record.model1Views, 'model1Views', rows, source),
     model2Views: checkViews(record.model2Views, 'model2Views', cols, source),
     rbf,
@@ -313,9 +387,11 @@ export function reportHtml(result: ReportResult | CKAResult, info?: ReportInfo):
   h.push('<header>');
   h.push(`<h1>${escapeHtml(title)}</h1>`);
   const what =
-    measures.length === 1 && measures[0]?.id === 'cka'
-      ? 'Minibatch linear CKA'
-      : `Minibatch ${measures.map((m) => escapeHtml(measureName(m.id))).join(', ')}`;
+    checked.fullBatch !== undefined
+      ? `Full-batch (${formatCount(checked.fullBatch)} samples) ${measures.map((m) => escapeHtml(measureName(m.id))).join(', ')}`
+      : measures.length === 1 && measures[0]?.id === 'cka'
+        ? 'Minibatch linear CKA'
+        : `Minibatch ${measures.map((m) => escapeHtml(measureName(m.id))).join(', ')}`;
   h.push(
     `<p>${what} between ${formatCount(rows)} layers of <strong>${escapeHtml(data.model1Name)}</strong>` +
       ` and ${formatCount(cols)} layers of <strong>${escapeHtml(data.model2Name)}</strong>` +
@@ -416,7 +492,7 @@ export function reportHtml(result: ReportResult | CKAResult, info?: ReportInfo):
   if (checked.rbf !== undefined) {
     h.push(
       `<p class="muted" id="rbf">RBF CKA: σ of each layer = ${escapeHtml(String(checked.rbf.threshold))} × √(median squared distance` +
-        ' of the first batch), or as given; the tooltip of each cell shows both σ.</p>',
+        `${checked.fullBatch !== undefined ? ' over the whole set' : ' of the first batch'}), or as given; the tooltip of each cell shows both σ.</p>`,
     );
   }
 
@@ -473,7 +549,13 @@ export function reportHtml(result: ReportResult | CKAResult, info?: ReportInfo):
       rowLabels: tickLabels(data.model1Layers, checked.model1Views, maxLabel),
       colLabels: tickLabels(data.model2Layers, checked.model2Views, maxLabel),
       rbf: checked.rbf ?? null,
-      measures: measures.map((m) => ({ id: m.id, label: measureLabel(m.id), ...packMatrix(m.matrix) })),
+      measures: measures.map((m) => ({
+        id: m.id,
+        label: measureLabel(m.id),
+        ...packMatrix(m.matrix),
+        reasons: packReasons(checked.nullReasons?.[m.id]),
+      })),
+      reasonTexts: NULL_REASONS,
       initial,
       hasNull,
       showValues,

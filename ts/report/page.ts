@@ -344,17 +344,25 @@ export const SCRIPT = `
     return div;
   }
   function view(views, k) { return views ? views[k] : 'flatten'; }
+  // A null cell: its reason when the result has one (full batch), e.g.
+  // 'null: rank_deficient (layer fills the sample space: d >= N - 1)'.
+  function nullText(m, p) {
+    var r = m.reasons, k = r ? r.cells[p] : -1;
+    if (!r || k === undefined || k < 0) return data.undefinedText;
+    var code = r.codes[k], why = data.reasonTexts && data.reasonTexts[code];
+    return 'null: ' + code + (why ? ' (' + why + ')' : '');
+  }
   // The tooltip of cell (i, j); returns the same facts as one sentence for the live region.
   function fillCell(i, j) {
     var m = measures[current], x = values(m)[i * cols + j];
-    var text = x !== x ? data.undefinedText : format(x);
+    var text = x !== x ? nullText(m, i * cols + j) : format(x);
     var v1 = view(data.model1Views, i), v2 = view(data.model2Views, j);
     tip.textContent = '';
     tip.appendChild(line(data.model1Name, data.model1Layers[i]));
     tip.appendChild(line(data.model2Name, data.model2Layers[j]));
     tip.appendChild(line('views', v1 + ' \\u00d7 ' + v2));
     var sigma = '';
-    if (m.id === 'rbf_cka' && data.rbf) {
+    if ((m.id === 'rbf_cka' || m.id === 'rbf_cka_biased') && data.rbf) {
       var s1 = sigmaText(data.rbf.sigma1[i]), s2 = sigmaText(data.rbf.sigma2[j]);
       tip.appendChild(line('\\u03c3', s1 + ' \\u00d7 ' + s2 + ' (threshold ' + data.rbf.threshold + ')'));
       sigma = ', \\u03c3 ' + s1 + ' and ' + s2;

@@ -5,7 +5,8 @@ import path from 'node:path';
 
 import { CKA } from '../../compare/cka';
 import { MEASURE_NAMES, measureFiles, resultMeasures } from '../../compare/measures';
-import type { CKAResult, CKAWarning, Measure } from '../../compare/types';
+import type { FullBatchStats } from '../../compare/full-batch';
+import type { CKAResult, CKAWarning, FullBatchOptions, Measure } from '../../compare/types';
 import { parseView, type View } from '../../compare/views';
 import { type Dataset, type OpenDatasetOptions, openDataset } from '../../data';
 import { type DistributedInfo, distributedEnv } from '../../compare/distributed';
@@ -17,10 +18,12 @@ import { formatDuration, Progress } from '../progress';
 import { resultToCsv, table, writeFileAtomic } from '../output';
 import {
   type CommandSpec,
+  byteSizeValue,
   choiceValue,
   helpText,
   integerValue,
   listValue,
+  numberValue,
   pairsValue,
   parse,
   sizeValue,
@@ -89,7 +92,30 @@ export const COMPARE: CommandSpec = {
     measures: {
       type: 'string',
       value: 'a,b',
-      description: 'cka (default), rbf_cka, dcor: the measures to compute (docs/measures.md)',
+      description:
+        'cka (default), rbf_cka, dcor; with --full-batch also linear_cka_biased, rbf_cka_biased,\n' +
+        'cca_rho, cca_r2, svcca, procrustes, rsa, mknn (docs/measures.md, docs/full-batch.md)',
+    },
+    'full-batch': {
+      type: 'string',
+      value: 'N',
+      description: 'every measure on one set: the first N samples (after --shuffle, --limit)',
+    },
+    'svcca-variance': {
+      type: 'string',
+      value: 'F',
+      description: "svcca: keep the directions explaining F of a layer's variance, in (0, 1] (default 0.99)",
+    },
+    'mknn-k': { type: 'string', value: 'K', description: 'mknn: neighbours per sample, 1 <= K < N (default 10)' },
+    'cca-ridge': {
+      type: 'string',
+      value: 'E',
+      description: 'cca_rho, cca_r2, svcca: ridge CCA with epsilon E >= 0 (default 0: plain CCA)',
+    },
+    'memory-budget': {
+      type: 'string',
+      value: 'SIZE',
+      description: 'full batch: bytes it may hold, or 512M, 8G, ... (default: 3/4 of free memory)',
     },
     'rbf-threshold': { type: 'string', value: 'X', description: 'rbf_cka: sigma = X x sqrt(median d²) (default 0.5)' },
     sigma: {
@@ -134,6 +160,8 @@ export const COMPARE: CommandSpec = {
     "matching --view1/--view2 wins, then --view, e.g. --view1 'blocks.*=token:0'.\n" +
     'With several --measures, --csv and --plot write one file per measure: the first gets\n' +
     'FILE, the others FILE with .ID before the extension (heatmap.rbf_cka.svg).\n' +
+    '--full-batch N computes the measures on the N x N Grams of one evaluation set (N may\n' +
+    'exceed --batch-size); it needs no checkpoint and runs in one process (docs/full-batch.md).\n' +
     'Under torch-cka launch or torchrun (WORLD_SIZE > 1) the batches are shared among the\n' +
     'processes; rank 0 prints the progress and writes the files. See torch-cka launch --help.',
 };
@@ -222,6 +250,40 @@ function thresholdValue(values: Values): number | undefined {
   return value;
 }
 
+/** --full-batch N and its settings; the settings alone need --full-batch. */
+function fullBatchValue(values: Values): FullBatchOptions | undefined {
+  const samples = integerValue(values, 'full-batch', 4);
+  const svccaVariance = numberValue(values, 'svcca-variance', { min: 0, max: 1, open: true }, 'a fraction in (0, 1]');
+  const mknnK = integerValue(values, 'mknn-k', 1);
+  const ccaRidge = numberValue(values, 'cca-ridge', { min: 0 }, 'a number >= 0');
+  const memoryBudget = byteSizeValue(values, 'memory-budget');
+  if (samples === undefined) {
+    const flag = (
+      [
+        ['svcca-variance', svccaVariance],
+        ['mknn-k', mknnK],
+        ['cca-ridge', ccaRidge],
+        ['memory-budget', memoryBudget],
+      ] as const
+    ).find(([, value]) => value !== undefined)?.[0];
+    if (flag !== undefined) throw usageError(`--${flag} is a setting of the full-batch mode: it needs --full-batch N`);
+    return undefined;
+  }
+  if (mknnK !== undefined && mknnK >= samples) {
+    throw usageError(`Expected --mknn-k to be less than --full-batch ${samples} but received '${mknnK}'`);
+  }
+  if (values.checkpoint !== undefined) {
+    throw usageError('--full-batch needs no --checkpoint: its one evaluation set runs in one call; leave one out');
+  }
+  return {
+    samples,
+    ...(svccaVariance !== undefined ? { svccaVariance } : {}),
+    ...(mknnK !== undefined ? { mknnK } : {}),
+    ...(ccaRidge !== undefined ? { ccaRidge } : {}),
+    ...(memoryBudget !== undefined ? { memoryBudget } : {}),
+  };
+}
+
 /** --measures: known ids, each once. */
 function measuresValue(values: Values): Measure[] | undefined {
   const ids = listValue(values, 'measures');
@@ -286,6 +348,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(checkpointEvery(values), 'checkpointEvery'),
     ...pick(integerValue(values, 'dist-timeout', 1), 'distTimeout'),
     ...pick(measuresValue(values), 'measures'),
+    ...pick(fullBatchValue(values), 'fullBatch'),
     ...pick(thresholdValue(values), 'rbfThreshold'),
     ...pick(sigmaValue(values, 'sigma1'), 'sigmas1'),
     ...pick(sigmaValue(values, 'sigma2'), 'sigmas2'),
@@ -336,6 +399,8 @@ export interface CompareConfig {
   measures?: Measure[];
   /** See CKAOptions.rbfThreshold. */
   rbfThreshold?: number;
+  /** The full-batch mode (`--full-batch N` and its settings); see CKAOptions.fullBatch. */
+  fullBatch?: FullBatchOptions;
   /** See CKAOptions.model1Sigmas and model2Sigmas. */
   sigmas1?: Record<string, number>;
   sigmas2?: Record<string, number>;
@@ -370,6 +435,8 @@ export interface CliResults extends CKAResult {
     concurrent: boolean;
     /** Present when the run was shared among processes. */
     distributed?: { worldSize: number; backend: string };
+    /** The full-batch mode: what the engine did (CKA.fullBatchStats()). */
+    fullBatch?: FullBatchStats;
   };
 }
 
@@ -391,6 +458,11 @@ function distributedSetting(config: CompareConfig): DistributedInfo | null {
 export async function runCompare(config: CompareConfig): Promise<CompareOutcome> {
   for (const file of config.plots ?? []) plotKind(file);
   const dist = distributedSetting(config);
+  if (dist && config.fullBatch) {
+    throw usageError(
+      `--full-batch runs in one process, but this is rank ${dist.rank} of ${dist.worldSize} (torch-cka launch, torchrun); run it without launch`,
+    );
+  }
   // Ranks other than 0 print nothing but errors.
   const quiet = config.quiet || (dist !== null && dist.rank !== 0);
   const stderr = process.stderr;
@@ -439,6 +511,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       ...(config.skipNonFinite ? { skipNonFinite: true } : {}),
       ...(config.measures ? { measures: config.measures } : {}),
       ...(config.rbfThreshold ? { rbfThreshold: config.rbfThreshold } : {}),
+      ...(config.fullBatch ? { fullBatch: config.fullBatch } : {}),
       ...(sigmas1 ? { model1Sigmas: sigmas1 } : {}),
       ...(sigmas2 ? { model2Sigmas: sigmas2 } : {}),
       onWarning,
@@ -447,7 +520,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
     say(`data: ${data1.describe()}${data2 ? `\ndata2: ${data2.describe()}` : ''}`);
 
     const total = data2 ? Math.min(data1.batchCount, data2.batchCount) : data1.batchCount;
-    const progress = new Progress(stderr, { total, quiet });
+    const progress = new Progress(stderr, config.fullBatch ? { quiet } : { total, quiet });
+    if (config.fullBatch) say(`full batch: the first ${config.fullBatch.samples} samples as one evaluation set`);
     if (dist) say(`distributed: rank 0 of ${dist.worldSize}, store at ${dist.masterAddr}:${dist.masterPort}`);
     const controller = new AbortController();
     const onSignal = (): void => controller.abort(new Error('interrupted'));
@@ -467,7 +541,8 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
         signal: controller.signal,
         ...(checkpoint ? { checkpoint } : {}),
         ...(dist ? { distributed: dist } : {}),
-        onProgress: ({ position, batches, skipped, samples, distributed }) => {
+        onProgress: ({ position, batches, skipped, samples, distributed, fullBatch }) => {
+          if (fullBatch) return void progress.phase(fullBatch.phase, fullBatch.done, fullBatch.total);
           if (distributed) {
             // Rank 0 shows the whole job: the sum of every rank's heartbeat.
             if (distributed.job)
@@ -508,6 +583,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
         threads: stats.threads,
         concurrent: stats.concurrent,
         ...(dist ? { distributed: { worldSize: dist.worldSize, backend: backend } } : {}),
+        ...(config.fullBatch ? { fullBatch: cka.fullBatchStats() } : {}),
       },
     };
     // Every rank holds the whole matrix; rank 0 alone writes it.
@@ -573,8 +649,12 @@ export function summary(result: CKAResult, elapsedSeconds: number): string {
   const cols = result.model2Layers.length;
   const ids = Object.keys(resultMeasures(result));
   const what = ids.length === 1 && ids[0] === 'cka' ? 'CKA' : ids.join(', ');
+  const over =
+    result.fullBatch !== undefined
+      ? `on one full-batch set of ${result.samples} samples`
+      : `over ${result.samples} samples in ${result.batches} batches`;
   const head =
-    `${what} of ${rows} x ${cols} layers over ${result.samples} samples in ${result.batches} batches ` +
+    `${what} of ${rows} x ${cols} layers ${over} ` +
     `(${formatDuration(elapsedSeconds)}, ${(result.samples / Math.max(elapsedSeconds, 1e-9)).toFixed(0)} samples/s)`;
   const parts = [head];
   // One best-match table per measure, each named.

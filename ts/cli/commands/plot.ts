@@ -22,7 +22,8 @@ export const PLOT: CommandSpec = {
     measure: {
       type: 'string',
       value: 'ID',
-      description: 'the measure to draw (cka, rbf_cka, dcor) of a file with several (default: cka, else the first)',
+      description:
+        'the measure to draw (cka, rbf_cka, svcca, ...) of a file with several (default: cka, else the first)',
     },
   },
 };
