@@ -225,7 +225,11 @@ describe('full-batch: every measure against float64 references', function () {
     assert.equal(warned.length, 2, JSON.stringify(warned));
     assert.deepEqual(warned.map((w) => w.model).sort(), ['model1', 'model2']);
     for (const w of warned) {
-      assert.deepEqual(w.layers, filling);
+      assert.deepEqual(
+        w.layers.map((l) => l.name),
+        filling,
+      );
+      for (const l of w.layers) assert.equal(l.features, 512);
       for (const name of filling) assert.ok(w.message.includes(name), w.message);
       assert.match(w.message, /cca_rho/);
       assert.match(w.message, /ccaRidge|--cca-ridge/);
@@ -249,7 +253,10 @@ describe('full-batch: every measure against float64 references', function () {
     assert.deepEqual(r.fullBatchInfo.features.model1, [512, 8, 8, 8, 8, 4]);
     const w1 = rankWarnings(sink).filter((w) => w.model === 'model1');
     assert.equal(w1.length, 1);
-    assert.deepEqual(w1[0].layers, ['conv1']);
+    assert.deepEqual(
+      w1[0].layers.map((l) => l.name),
+      ['conv1'],
+    );
   });
 });
 

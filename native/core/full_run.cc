@@ -364,8 +364,13 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
   // engine's first batch, with no Gram made.
   const bool has_inputs2 = chunks_.front().has_inputs2;
   const bool one_pass = sides_[0].model == sides_[1].model && !has_inputs2;
+  // The same σ per layer on both sides (NaN: from the data) keeps the rbf work shared too.
+  const auto same_sigmas = [](const std::vector<double>& a, const std::vector<double>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](double x, double y) { return x == y || (std::isnan(x) && std::isnan(y)); });
+  };
   const bool shared = one_pass && detail::same_selection(sides_[0].selection, sides_[1].selection) &&
-                      sides_[0].views == sides_[1].views;
+                      sides_[0].views == sides_[1].views && same_sigmas(config_.sigmas1, config_.sigmas2);
   FullSide full[2];
   std::vector<LeftOutLayer> left_out;
   {

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { type Model, requireModel } from '../model/model';
 import { expandLayerPatterns } from '../model/layer-patterns';
 import { toNativeBatch } from '../model/tensor';
-import { binding, type NativeCKA, type NativeState, type NativeStep } from '../native/binding';
+import { binding, type NativeCKA, type NativeFullResult, type NativeState, type NativeStep } from '../native/binding';
 import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import {
   optionalBoolean,
@@ -38,7 +38,6 @@ import {
   type FullBatchStats,
   fullBatchSettings,
   fullBatchWarnings,
-  type NativeFullResult,
   runFullBatch,
 } from './full-batch';
 import { measureList, rbfThreshold, STREAMING_MEASURES, sigmaMap, sigmasPerLayer } from './measures';

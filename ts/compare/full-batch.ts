@@ -5,7 +5,7 @@
 // with its progress and abort, and the warnings of its result.
 import type { TensorLike } from '../model/tensor';
 import { toNativeBatch } from '../model/tensor';
-import type { NativeCKA, NativeLeftOut } from '../native/binding';
+import type { NativeCKA, NativeFullResult, NativeFullStats } from '../native/binding';
 import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import { type BatchIterator, openSources } from './sources';
 import type { CKAWarning, CompareProgress, DataSource, Measure, RankDeficientLayer } from './types';
@@ -20,81 +20,8 @@ export interface FullBatchSettings {
   memoryBudget: number;
 }
 
-// Until the binding declares them (part A), the NativeCKA methods of the
-// full-batch engine are typed here, exactly as the contract gives them.
-/** @internal The options of NativeCKA.fullRun(). */
-export interface NativeFullBatchOptions {
-  measures: string[];
-  rbfThreshold: number;
-  svccaVariance: number;
-  mknnK: number;
-  ccaRidge: number;
-  memoryBudget: number;
-}
-
-/** What the full-batch engine did and held; see {@link CKA.fullBatchStats}. */
-export interface FullBatchStats {
-  /** Chunk forward passes run (more than the chunks when the features were held a group at a time). */
-  forwards: number;
-  /** Chunks appended (the data's batches read). */
-  chunks: number;
-  /** Groups of chunks whose features were held at once (1: all of them). */
-  groups: number;
-  /** The memory estimate (bytes) checked against the budget, and that budget. */
-  estimateBytes: number;
-  budgetBytes: number;
-  /** Bytes of the Grams, the held features, the measures' work and the copied inputs. */
-  gramBytes: number;
-  featureBytes: number;
-  measureBytes: number;
-  inputBytes: number;
-  /** Milliseconds of the forward passes, the Gram products and the measures. */
-  forwardMs: number;
-  gramMs: number;
-  measureMs: number;
-}
-
-/** @internal The result of NativeCKA.fullRun(). */
-export interface NativeFullResult {
-  rows1: string[];
-  rows2: string[];
-  measures: string[];
-  matrices: Array<Array<Array<number | null>>>;
-  reasons: Array<Array<Array<string | null>>>;
-  sigma1: Array<number | null>;
-  sigma2: Array<number | null>;
-  rank1: number[];
-  rank2: number[];
-  fills1: boolean[];
-  fills2: boolean[];
-  features1: number[];
-  features2: number[];
-  svccaDims1: number[];
-  svccaDims2: number[];
-  eigenTolerance: number;
-  samples: number;
-  leftOut: NativeLeftOut[];
-  warnings: string[];
-  stats: FullBatchStats;
-}
-
-/** @internal Where fullRun is. */
-export interface NativeFullProgress {
-  phase: 'idle' | 'forward' | 'measures';
-  done: number;
-  total: number;
-}
-
-/** @internal The NativeCKA with the full-batch methods of the contract. */
-export interface NativeFullBatch {
-  fullAppend(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null, count: number): void;
-  fullRun(options: NativeFullBatchOptions): Promise<NativeFullResult>;
-  fullProgress(): NativeFullProgress;
-  fullClear(): void;
-}
-
-/** @internal The native object seen through the full-batch methods (part A adds them to the binding). */
-export const fullBatchNative = (native: NativeCKA): NativeFullBatch => native as unknown as NativeFullBatch;
+/** What the full-batch engine held and did; see {@link CKA.fullBatchStats}. */
+export type FullBatchStats = NativeFullStats;
 
 const isPositiveInteger = (value: unknown): value is number =>
   typeof value === 'number' && Number.isInteger(value) && value > 0;
@@ -196,7 +123,7 @@ function abortIfAborted(signal: AbortSignal | undefined): void {
  * phases through onProgress (at least every 250 ms during the run).
  */
 export async function runFullBatch(run: FullBatchRun): Promise<FullBatchOutcome> {
-  const full = fullBatchNative(run.native);
+  const full = run.native;
   const { settings, onProgress, signal } = run;
   const total = settings.samples;
   full.fullClear();
