@@ -558,6 +558,8 @@ async function fullBatchChild(config) {
   };
   const measures = FULL_MEASURES[config.measures];
   const together = await run(measures);
+  // Peak RSS of the process after its first full-batch run (the models, the floor's passes and that run).
+  together.peakRssBytes = process.resourceUsage().maxRSS * 1024;
   const alone = [];
   if (config.each) for (const measure of measures) alone.push(await run([measure]));
   return {
@@ -569,7 +571,6 @@ async function fullBatchChild(config) {
     floorMs,
     together,
     alone,
-    peakRssBytes: process.resourceUsage().maxRSS * 1024,
   };
 }
 
@@ -602,7 +603,7 @@ function fullBatchTable(results) {
         s(one.stats.measureMs),
         one === r.together ? s(r.floorMs) : '',
         mb(one.stats.estimateBytes),
-        one === r.together ? mb(r.peakRssBytes) : '',
+        one === r.together ? mb(one.peakRssBytes) : '',
       ]);
     }
   }

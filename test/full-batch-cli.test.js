@@ -80,6 +80,16 @@ function biasedCka(k, l, n) {
   return dot(a, b) / Math.sqrt(dot(a, a) * dot(b, b));
 }
 
+/** A CKA of the identity model `model` with itself on its `id` layer. */
+const identityCka = (model, options) =>
+  new CKA(model, model, {
+    model1Name: 'm1',
+    model2Name: 'm2',
+    model1Layers: ['id'],
+    model2Layers: ['id'],
+    ...options,
+  });
+
 describe('full-batch options and flags', function () {
   this.timeout(120000);
   let model;
@@ -87,15 +97,6 @@ describe('full-batch options and flags', function () {
     model = await loadModel(MODEL);
   });
   after(() => model?.dispose());
-
-  const make = (options) =>
-    new CKA(model, model, {
-      model1Name: 'm1',
-      model2Name: 'm2',
-      model1Layers: ['id'],
-      model2Layers: ['id'],
-      ...options,
-    });
 
   it('refuses every bad fullBatch option with ERR_INVALID_ARG naming it and its value', () => {
     const cases = [
@@ -126,29 +127,33 @@ describe('full-batch options and flags', function () {
       [{ samples: 100, ridge: 1 }, /options\.fullBatch has no option 'ridge'/],
     ];
     for (const [fullBatch, message] of cases) {
-      assert.throws(() => make({ fullBatch }), { code: 'ERR_INVALID_ARG', message }, `fullBatch ${String(fullBatch)}`);
+      assert.throws(
+        () => identityCka(model, { fullBatch }),
+        { code: 'ERR_INVALID_ARG', message },
+        `fullBatch ${String(fullBatch)}`,
+      );
     }
   });
 
   it('accepts good fullBatch options and every measure in the full-batch mode', () => {
-    make({ fullBatch: 100 });
-    make({ fullBatch: { samples: 4, svccaVariance: 1, mknnK: 3, ccaRidge: 0, memoryBudget: 2 ** 30 } });
-    make({ fullBatch: 100, measures: ALL });
+    identityCka(model, { fullBatch: 100 });
+    identityCka(model, { fullBatch: { samples: 4, svccaVariance: 1, mknnK: 3, ccaRidge: 0, memoryBudget: 2 ** 30 } });
+    identityCka(model, { fullBatch: 100, measures: ALL });
   });
 
   it('refuses the full-batch-only measures in the streaming mode, saying to set fullBatch', () => {
     for (const id of FULL_ONLY) {
-      assert.throws(() => make({ measures: ['cka', id] }), {
+      assert.throws(() => identityCka(model, { measures: ['cka', id] }), {
         name: 'RangeError',
         code: 'ERR_INVALID_ARG',
         message: new RegExp(`options\\.measures names '${id}', a full-batch measure: set fullBatch`),
       });
     }
-    assert.throws(() => make({ fullBatch: 100, measures: ['cka', 'nosuch'] }), {
+    assert.throws(() => identityCka(model, { fullBatch: 100, measures: ['cka', 'nosuch'] }), {
       code: 'ERR_INVALID_ARG',
       message: /options\.measures to hold cka, rbf_cka, dcor, linear_cka_biased, .*mknn but received "nosuch"/,
     });
-    assert.throws(() => make({ fullBatch: 100, measures: ['svcca', 'svcca'] }), {
+    assert.throws(() => identityCka(model, { fullBatch: 100, measures: ['svcca', 'svcca'] }), {
       code: 'ERR_INVALID_ARG',
       message: /names 'svcca' twice/,
     });
@@ -156,12 +161,15 @@ describe('full-batch options and flags', function () {
 
   it('refuses checkpoint and distributed in the full-batch mode', async () => {
     const data = batchesOf(REF.demo.X, 10);
-    await assert.rejects(make({ fullBatch: 100 }).compare(data, undefined, { checkpoint: { path: 'x.ckpt' } }), {
-      code: 'ERR_INVALID_ARG',
-      message: /options\.checkpoint is not available in the full-batch mode/,
-    });
     await assert.rejects(
-      make({ fullBatch: 100 }).compare(data, undefined, { distributed: { worldSize: 2, rank: 0 } }),
+      identityCka(model, { fullBatch: 100 }).compare(data, undefined, { checkpoint: { path: 'x.ckpt' } }),
+      {
+        code: 'ERR_INVALID_ARG',
+        message: /options\.checkpoint is not available in the full-batch mode/,
+      },
+    );
+    await assert.rejects(
+      identityCka(model, { fullBatch: 100 }).compare(data, undefined, { distributed: { worldSize: 2, rank: 0 } }),
       {
         code: 'ERR_INVALID_ARG',
         message: /options\.distributed is not available in the full-batch mode/,
@@ -356,18 +364,9 @@ describe('full-batch compare() and CLI end to end', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const make = (options) =>
-    new CKA(model, model, {
-      model1Name: 'm1',
-      model2Name: 'm2',
-      model1Layers: ['id'],
-      model2Layers: ['id'],
-      ...options,
-    });
-
   it('compares the first N samples over batches of another size, with progress, then refuses a second compare()', async () => {
     const { warnings, onWarning } = warningSink();
-    const cka = make({ fullBatch: 90, measures: ['cka', 'linear_cka_biased'], onWarning });
+    const cka = identityCka(model, { fullBatch: 90, measures: ['cka', 'linear_cka_biased'], onWarning });
     const phases = new Set();
     const summary = await cka.compare(batchesOf(X, 32), batchesOf(Y, 32), {
       onProgress: (p) => p.fullBatch && phases.add(p.fullBatch.phase),
@@ -406,17 +405,66 @@ describe('full-batch compare() and CLI end to end', function () {
 
   it('compares what there is when the data is short (TORCH_CKA_FULL_BATCH_SHORT), and needs 4 samples', async () => {
     const { warnings, onWarning } = warningSink();
-    const cka = make({ fullBatch: 1000, onWarning });
+    const cka = identityCka(model, { fullBatch: 1000, onWarning });
     const summary = await cka.compare(batchesOf(X, 64));
     assert.equal(summary.samples, 100);
     assert.equal(cka.export().fullBatch, 100);
     const short = warnings.find((w) => w.code === 'TORCH_CKA_FULL_BATCH_SHORT');
     assert.match(short.message, /the data has only 100 samples; the full-batch set has 100, not 1000/);
-    await assert.rejects(make({ fullBatch: 10 }).compare(batchesOf(X.slice(0, 3), 3)), { code: 'ERR_NO_DATA' });
+    await assert.rejects(identityCka(model, { fullBatch: 10 }).compare(batchesOf(X.slice(0, 3), 3)), {
+      code: 'ERR_NO_DATA',
+    });
+  });
+
+  it('takes a user sigma per layer for the rbf measures (model1Sigmas, model2Sigmas)', async () => {
+    const n = 100;
+    // exp(-d²/(2σ²)) from the float64 Gram, then the biased CKA of the two kernels.
+    const rbf = (k, sigma) =>
+      k.map((_, p) => {
+        const i = Math.floor(p / n);
+        const j = p % n;
+        return Math.exp(-Math.max(0, k[i * n + i] + k[j * n + j] - 2 * k[p]) / (2 * sigma * sigma));
+      });
+    const k = gram(X);
+    const l = gram(Y);
+    const cka = identityCka(model, {
+      fullBatch: n,
+      measures: ['rbf_cka_biased', 'rbf_cka'],
+      model1Sigmas: { id: 1.5 },
+      model2Sigmas: { id: 4 },
+    });
+    await cka.compare(batchesOf(X, 30), batchesOf(Y, 30));
+    const result = cka.export();
+    assert.deepEqual(result.rbf, { threshold: 0.5, sigma1: [1.5], sigma2: [4] });
+    const [kr, lr] = [rbf(k, 1.5), rbf(l, 4)];
+    const biased = biasedCka(kr, lr, n);
+    assert.ok(
+      Math.abs(result.measures.rbf_cka_biased[0][0] - biased) < 1e-6,
+      `${result.measures.rbf_cka_biased[0][0]} vs ${biased}`,
+    );
+    const debiased = hsic1(kr, lr, n) / Math.sqrt(hsic1(kr, kr, n) * hsic1(lr, lr, n));
+    assert.ok(
+      Math.abs(result.measures.rbf_cka[0][0] - debiased) < 1e-6,
+      `${result.measures.rbf_cka[0][0]} vs ${debiased}`,
+    );
+    // σ from the data on one side only: model 2's is 0.5 √(median d²), not the user's 4.
+    const half = identityCka(model, { fullBatch: n, measures: ['rbf_cka_biased'], model1Sigmas: { id: 1.5 } });
+    await half.compare(batchesOf(X, 30), batchesOf(Y, 30));
+    const d2 = [];
+    for (let p = 0; p < n * n; p += 1) {
+      const i = Math.floor(p / n);
+      const j = p % n;
+      d2.push(Math.max(0, l[i * n + i] + l[j * n + j] - 2 * l[p]));
+    }
+    d2.sort((a, b) => a - b);
+    const median = (d2[(n * n) / 2 - 1] + d2[(n * n) / 2]) / 2;
+    const { sigma1, sigma2 } = half.export().rbf;
+    assert.deepEqual(sigma1, [1.5]);
+    assert.ok(Math.abs(sigma2[0] - 0.5 * Math.sqrt(median)) < 1e-5 * sigma2[0], `${sigma2[0]}`);
   });
 
   it('refuses batches of different sizes in the two sources', async () => {
-    await assert.rejects(make({ fullBatch: 100 }).compare(batchesOf(X, 10), batchesOf(Y, 20)), {
+    await assert.rejects(identityCka(model, { fullBatch: 100 }).compare(batchesOf(X, 10), batchesOf(Y, 20)), {
       code: 'ERR_BATCH_SIZE_MISMATCH',
       message: /Batch 0 of data1 has 10 samples but batch 0 of data2 has 20/,
     });
@@ -425,7 +473,7 @@ describe('full-batch compare() and CLI end to end', function () {
   it('marks CCA cells of a layer that fills the sample space, warns once per model, and a ridge fills them', async () => {
     const { warnings, onWarning } = warningSink();
     // 8 samples of 10 features: d >= N - 1.
-    const cka = make({ fullBatch: 8, measures: ['cca_rho', 'cca_r2', 'procrustes'], onWarning });
+    const cka = identityCka(model, { fullBatch: 8, measures: ['cca_rho', 'cca_r2', 'procrustes'], onWarning });
     await cka.compare(batchesOf(X, 4), batchesOf(Y, 4));
     const result = cka.export();
     assert.equal(result.measures.cca_rho[0][0], null);
@@ -442,7 +490,11 @@ describe('full-batch compare() and CLI end to end', function () {
     assert.match(ranks[0].message, /its cca_rho, cca_r2 cells are null; set ccaRidge \(--cca-ridge\) for ridge CCA/);
 
     const { warnings: none, onWarning: quiet } = warningSink();
-    const ridge = make({ fullBatch: { samples: 8, ccaRidge: 0.1 }, measures: ['cca_rho', 'cca_r2'], onWarning: quiet });
+    const ridge = identityCka(model, {
+      fullBatch: { samples: 8, ccaRidge: 0.1 },
+      measures: ['cca_rho', 'cca_r2'],
+      onWarning: quiet,
+    });
     await ridge.compare(batchesOf(X, 4), batchesOf(Y, 4));
     const filled = ridge.export();
     assert.equal(typeof filled.measures.cca_rho[0][0], 'number');
@@ -454,10 +506,13 @@ describe('full-batch compare() and CLI end to end', function () {
   it('rejects with an AbortError when the signal fires', async () => {
     const controller = new AbortController();
     controller.abort(new Error('stop'));
-    await assert.rejects(make({ fullBatch: 100 }).compare(batchesOf(X, 10), undefined, { signal: controller.signal }), {
-      name: 'AbortError',
-      code: 'ABORT_ERR',
-    });
+    await assert.rejects(
+      identityCka(model, { fullBatch: 100 }).compare(batchesOf(X, 10), undefined, { signal: controller.signal }),
+      {
+        name: 'AbortError',
+        code: 'ABORT_ERR',
+      },
+    );
   });
 
   const cliBase = () => [
@@ -564,6 +619,27 @@ describe('full-batch compare() and CLI end to end', function () {
     const page = fs.readFileSync(html, 'utf8');
     assert.ok(page.includes('"codes":["rank_deficient"]'));
     assert.ok(page.includes('layer fills the sample space: d >= N - 1'));
+  });
+
+  it('--limit comes before --full-batch: the set is the first samples of the limited data', () => {
+    const out = path.join(dir, 'limited.json');
+    const { status, stderr } = run(
+      ...cliBase(),
+      '--limit',
+      '60',
+      '--full-batch',
+      '80',
+      '--measures',
+      'linear_cka_biased',
+      '--out',
+      out,
+    );
+    assert.equal(status, 0, stderr);
+    assert.match(stderr, /TORCH_CKA_FULL_BATCH_SHORT/);
+    const result = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(result.fullBatch, 60);
+    const expected = biasedCka(gram(X.slice(0, 60)), gram(Y.slice(0, 60)), 60);
+    assert.ok(Math.abs(result.measures.linear_cka_biased[0][0] - expected) < 1e-5);
   });
 
   it('fails with ERR_MEMORY_BUDGET naming the estimate when the budget is too small', () => {

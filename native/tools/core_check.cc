@@ -29,6 +29,7 @@
 #include "device.h"
 #include "engine.h"
 #include "errors.h"
+#include "tool_args.h"
 
 using namespace tcka;
 
@@ -247,16 +248,9 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) == 0 && i + 1 < argc) {
-      opt[arg.substr(2)] = argv[++i];
-    } else {
-      positional.push_back(arg);
-    }
-  }
+  tcka::tools::ToolArgs args = tcka::tools::parse_tool_args(argc, argv);
+  std::vector<std::string>& positional = args.positional;
+  std::map<std::string, std::string>& opt = args.opt;
   try {
     if (!positional.empty() && positional[0] == "selftest") {
       const int failures = selftest(parse_device(opt.count("device") ? opt["device"] : "cpu"));

@@ -31,6 +31,7 @@
 #include "device.h"
 #include "errors.h"
 #include "fullbatch.h"
+#include "tool_args.h"
 
 using namespace tcka;
 
@@ -246,16 +247,9 @@ int bench(std::map<std::string, std::string>& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) == 0 && i + 1 < argc) {
-      opt[arg.substr(2)] = argv[++i];
-    } else {
-      positional.push_back(arg);
-    }
-  }
+  tcka::tools::ToolArgs args = tcka::tools::parse_tool_args(argc, argv);
+  std::vector<std::string>& positional = args.positional;
+  std::map<std::string, std::string>& opt = args.opt;
   try {
     if (opt.count("threads")) {
       at::set_num_threads(std::stoi(opt["threads"]));

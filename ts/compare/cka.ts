@@ -693,21 +693,44 @@ export class CKA {
       measures[id] = result.matrices[i] ?? [];
     });
     return {
-      model1Name: this.model1Name,
-      model2Name: this.model2Name,
-      model1Layers: result.rows1,
-      model2Layers: result.rows2,
-      model1Views: rowViews(result.rows1, this.layerNames[0], this.layerViews[0]),
-      model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
-      dataset1Name: this.dataset1Name,
-      dataset2Name: this.dataset2Name,
-      ...(measures.cka ? { cka: measures.cka } : {}),
-      measures,
+      ...this.resultHead(result.rows1, result.rows2, measures),
       ...(this.measureIds.includes('rbf_cka')
         ? { rbf: { threshold: this.threshold, sigma1: result.sigma1, sigma2: result.sigma2 } }
         : {}),
       samples: result.samples,
       batches: result.batches,
+    };
+  }
+
+  /** What export() gives in both modes: the names, rows, views and matrices. */
+  private resultHead(
+    rows1: string[],
+    rows2: string[],
+    measures: Record<string, Array<Array<number | null>>>,
+  ): Pick<
+    CKAResult,
+    | 'model1Name'
+    | 'model2Name'
+    | 'model1Layers'
+    | 'model2Layers'
+    | 'model1Views'
+    | 'model2Views'
+    | 'dataset1Name'
+    | 'dataset2Name'
+    | 'cka'
+    | 'measures'
+  > {
+    return {
+      model1Name: this.model1Name,
+      model2Name: this.model2Name,
+      model1Layers: rows1,
+      model2Layers: rows2,
+      model1Views: rowViews(rows1, this.layerNames[0], this.layerViews[0]),
+      model2Views: rowViews(rows2, this.layerNames[1], this.layerViews[1]),
+      dataset1Name: this.dataset1Name,
+      dataset2Name: this.dataset2Name,
+      ...(measures.cka ? { cka: measures.cka } : {}),
+      measures,
     };
   }
 
@@ -738,16 +761,7 @@ export class CKA {
       mknnK: full.mknnK,
     };
     return {
-      model1Name: this.model1Name,
-      model2Name: this.model2Name,
-      model1Layers: result.rows1,
-      model2Layers: result.rows2,
-      model1Views: rowViews(result.rows1, this.layerNames[0], this.layerViews[0]),
-      model2Views: rowViews(result.rows2, this.layerNames[1], this.layerViews[1]),
-      dataset1Name: this.dataset1Name,
-      dataset2Name: this.dataset2Name,
-      ...(measures.cka ? { cka: measures.cka } : {}),
-      measures,
+      ...this.resultHead(result.rows1, result.rows2, measures),
       ...(rbf ? { rbf: { threshold: this.threshold, sigma1: result.sigma1, sigma2: result.sigma2 } } : {}),
       fullBatch: result.samples,
       ...(Object.keys(nullReasons).length > 0 ? { nullReasons } : {}),
