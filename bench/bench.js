@@ -273,15 +273,34 @@ function makeBatches(config) {
 }
 
 /**
+ * Loads a configuration's two models in a child: `m1` and `m2` through the
+ * package (`name2` names the second, `same` reuses the first) and, with
+ * `plain`, each again bare for the forward floor.
+ */
+async function loadModels(config, { plain = false, name2 = config.models[1] } = {}) {
+  const { loadModel } = require(path.join(ROOT, 'dist'));
+  const file = (name) => path.join(MODELS, `${name}.pt`);
+  const out = {};
+  if (plain) {
+    const native = require(path.join(ROOT, 'dist', 'native', 'binding')).binding();
+    out.plain = [
+      await native.loadModel(file(config.models[0]), 'cpu', false),
+      await native.loadModel(file(config.models[1]), 'cpu', false),
+    ];
+  }
+  out.m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
+  out.m2 = config.same ? out.m1 : await loadModel(file(config.models[1]), { name: name2 });
+  return out;
+}
+
+/**
  * Runs in a child of workload D: one rank (or the whole job when WORLD_SIZE
  * is unset). Warms up on two batches without distribution, then times one
  * compare() over all batches; prints one JSON line.
  */
 async function distributedChild(config) {
-  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
-  const file = (name) => path.join(MODELS, `${name}.pt`);
-  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
-  const m2 = await loadModel(file(config.models[1]), { name: config.models[1] });
+  const { CKA } = require(path.join(ROOT, 'dist'));
+  const { m1, m2 } = await loadModels(config);
   const batches = makeBatches(config);
   const options = { threads: 1, concurrent: false, onWarning: () => {} };
   await new CKA(m1, m2, options).compare(batches.slice(0, 2)); // warm-up, not timed
@@ -403,16 +422,8 @@ function distributedTable(d) {
 
 /** Runs in the child: one configuration, printed as one JSON line. */
 async function child(config) {
-  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
-  const { binding } = require(path.join(ROOT, 'dist', 'native', 'binding'));
-  const native = binding();
-  const file = (name) => path.join(MODELS, `${name}.pt`);
-  const plain = [
-    await native.loadModel(file(config.models[0]), 'cpu', false),
-    await native.loadModel(file(config.models[1]), 'cpu', false),
-  ];
-  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
-  const m2 = config.same ? m1 : await loadModel(file(config.models[1]), { name: config.models[1] });
+  const { CKA } = require(path.join(ROOT, 'dist'));
+  const { plain, m1, m2 } = await loadModels(config, { plain: true });
 
   // Inputs from a fixed seed, the same for floor and compare.
   const batches = makeBatches(config);
@@ -484,10 +495,8 @@ async function child(config) {
 
 /** Workload M in a child: every measure set in turn per round, paired with [cka] alone. */
 async function measuresChild(config) {
-  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
-  const file = (name) => path.join(MODELS, `${name}.pt`);
-  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
-  const m2 = await loadModel(file(config.models[1]), { name: `${config.models[1]}-2` });
+  const { CKA } = require(path.join(ROOT, 'dist'));
+  const { m1, m2 } = await loadModels(config, { name2: `${config.models[1]}-2` });
   const batches = makeBatches(config);
   const layers = config.layers ? { model1Layers: config.layers, model2Layers: config.layers } : {};
   let rows;
@@ -529,16 +538,8 @@ FULL_MEASURES.all = [...FULL_MEASURES.kernel, ...FULL_MEASURES.eigen];
  * `each`, one per measure alone), with the engine's phase times.
  */
 async function fullBatchChild(config) {
-  const { CKA, loadModel } = require(path.join(ROOT, 'dist'));
-  const { binding } = require(path.join(ROOT, 'dist', 'native', 'binding'));
-  const native = binding();
-  const file = (name) => path.join(MODELS, `${name}.pt`);
-  const plain = [
-    await native.loadModel(file(config.models[0]), 'cpu', false),
-    await native.loadModel(file(config.models[1]), 'cpu', false),
-  ];
-  const m1 = await loadModel(file(config.models[0]), { name: config.models[0] });
-  const m2 = await loadModel(file(config.models[1]), { name: config.models[1] });
+  const { CKA } = require(path.join(ROOT, 'dist'));
+  const { plain, m1, m2 } = await loadModels(config, { plain: true });
   const batches = makeBatches(config);
   const t0 = performance.now();
   for (const batch of batches) for (const model of plain) await model.forwardOnly(batch, 1);

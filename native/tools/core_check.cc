@@ -32,18 +32,9 @@
 #include "tool_args.h"
 
 using namespace tcka;
+using tcka::tools::split;
 
 namespace {
-
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, sep)) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 // Eq. 3 of Nguyen et al. written as plainly as possible, in float64 loops.
 double naive_hsic(const std::vector<double>& k, const std::vector<double>& l, int64_t n) {

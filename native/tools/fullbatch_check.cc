@@ -34,18 +34,9 @@
 #include "tool_args.h"
 
 using namespace tcka;
+using tcka::tools::split;
 
 namespace {
-
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, sep)) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 at::Tensor read_features(const std::string& spec, int64_t n) {
   const size_t colon = spec.rfind(':');

@@ -1,8 +1,9 @@
 // The command line of the plain-C++ tools (core_check, fullbatch_check):
-// `--name value` pairs and the positional words, in order.
+// `--name value` pairs and the positional words, in order, and comma lists.
 #pragma once
 
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,17 @@ inline ToolArgs parse_tool_args(int argc, char** argv) {
     } else {
       out.positional.push_back(arg);
     }
+  }
+  return out;
+}
+
+// "a,b,,c" -> {"a", "b", "c"}: the items of a `sep`-separated list, empty ones dropped.
+inline std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, sep)) {
+    if (!item.empty()) out.push_back(item);
   }
   return out;
 }
