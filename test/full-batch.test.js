@@ -415,7 +415,7 @@ describe('full-batch: ridge CCA, the memory budget, options', function () {
     const [m1, m2] = await Promise.all([fixtureModel('convnet'), fixtureModel('convnet_b')]);
     const sink = warningSink();
     const cka = new CKA(m1, m2, {
-      measures: ['cka', 'cca_rho', 'cca_r2'],
+      measures: ['cka', 'cca_rho', 'cca_r2', 'svcca'],
       fullBatch: { samples: 40, ccaRidge: REF.ccaRidge },
       model1Layers: CONV,
       model2Layers: CONV,
@@ -423,8 +423,8 @@ describe('full-batch: ridge CCA, the memory budget, options', function () {
     });
     await cka.compare(batchesOf(convX, sizes(40, 9)));
     const r = cka.export();
-    assert.deepEqual(Object.keys(r.measures), ['cka', 'cca_rho', 'cca_r2']);
-    for (const id of ['cca_rho', 'cca_r2']) {
+    assert.deepEqual(Object.keys(r.measures), ['cka', 'cca_rho', 'cca_r2', 'svcca']);
+    for (const id of ['cca_rho', 'cca_r2', 'svcca']) {
       checkMatrix(`ridge ${id}`, r.measures[id], REF.convnet.ridge[id]);
       assert.ok(!r.nullReasons || !r.nullReasons[id], `no null ${id} cell with a ridge`);
     }
@@ -432,18 +432,19 @@ describe('full-batch: ridge CCA, the memory budget, options', function () {
     assert.equal(r.fullBatchInfo.ccaRidge, REF.ccaRidge);
     assert.deepEqual(rankWarnings(sink), [], 'no rank warning with a ridge');
     // the ridge shrinks every canonical correlation: below the unregularised one where that exists
-    CONV.forEach((_, i) =>
-      CONV.forEach((__, j) => {
-        const plain = REF.convnet.measures.cca_rho[i][j];
-        if (plain !== null) assert.ok(r.measures.cca_rho[i][j] < plain);
-      }),
-    );
+    for (const id of ['cca_rho', 'svcca'])
+      CONV.forEach((_, i) =>
+        CONV.forEach((__, j) => {
+          const plain = REF.convnet.measures[id][i][j];
+          if (plain !== null) assert.ok(r.measures[id][i][j] < plain, `${id} ${i},${j}`);
+        }),
+      );
   });
 
-  it('ccaRidge on lowdim and on the demo data', async () => {
+  it('ccaRidge on lowdim and on the demo data (cca_rho, cca_r2, svcca)', async () => {
     const [m1, m2] = await Promise.all([fixtureModel('lowdim'), fixtureModel('lowdim_b')]);
     const cka = new CKA(m1, m2, {
-      measures: ['cca_rho', 'cca_r2'],
+      measures: ['cca_rho', 'cca_r2', 'svcca'],
       fullBatch: { samples: 80, ccaRidge: REF.ccaRidge },
       model1Layers: LOWDIM,
       model2Layers: LOWDIM,
@@ -451,17 +452,18 @@ describe('full-batch: ridge CCA, the memory budget, options', function () {
     });
     await cka.compare(batchesOf(lowX, [80]));
     const r = cka.export();
-    for (const id of ['cca_rho', 'cca_r2']) checkMatrix(`lowdim ridge ${id}`, r.measures[id], REF.lowdim.ridge[id]);
+    for (const id of ['cca_rho', 'cca_r2', 'svcca'])
+      checkMatrix(`lowdim ridge ${id}`, r.measures[id], REF.lowdim.ridge[id]);
     const model = await identityModel();
     const demo = new CKA(model, model, {
-      measures: ['cca_rho', 'cca_r2'],
+      measures: ['cca_rho', 'cca_r2', 'svcca'],
       fullBatch: { samples: 100, ccaRidge: REF.ccaRidge },
       model1Layers: ['id'],
       model2Layers: ['id'],
       onWarning: () => undefined,
     });
     await demo.compare(batchesOf(demoX, [100]), batchesOf(demoY, [100]));
-    for (const id of ['cca_rho', 'cca_r2'])
+    for (const id of ['cca_rho', 'cca_r2', 'svcca'])
       checkMatrix(`demo ridge ${id}`, demo.export().measures[id], REF.demo.ridge[id]);
   });
 
@@ -748,10 +750,10 @@ describe('full-batch: the CLI (--full-batch, --cca-ridge, --memory-budget)', fun
 
   it('--cca-ridge 0.1 gives the ridge reference; --memory-budget 1K fails with ERR_MEMORY_BUDGET', () => {
     const out = path.join(dir, 'ridge.json');
-    const r = run(...base('--measures', 'cca_rho,cca_r2', '--cca-ridge', String(REF.ccaRidge), '--out', out));
+    const r = run(...base('--measures', 'cca_rho,cca_r2,svcca', '--cca-ridge', String(REF.ccaRidge), '--out', out));
     assert.equal(r.status, 0, r.stderr);
     const json = JSON.parse(fs.readFileSync(out, 'utf8'));
-    for (const id of ['cca_rho', 'cca_r2'])
+    for (const id of ['cca_rho', 'cca_r2', 'svcca'])
       checkMatrix(`cli ridge ${id}`, json.measures[id], sub(REF.convnet.ridge[id]));
     const small = run(...base('--measures', 'cka', '--memory-budget', '1K', '--out', path.join(dir, 'no.json')));
     assert.notEqual(small.status, 0);
