@@ -3,6 +3,7 @@
     {
       "target_name": "torch_cka",
       "sources": [
+        "native/core/bench_kit.cc",
         "native/core/blas.cc",
         "native/core/device.cc",
         "native/core/distributed.cc",
@@ -22,6 +23,7 @@
         "native/core/model_file/zip.cc",
         "native/core/taps.cc",
         "native/addon/addon.cc",
+        "native/addon/bench_wrap.cc",
         "native/addon/cka_wrap.cc",
         "native/addon/convert.cc",
         "native/addon/group_wrap.cc",

@@ -78,7 +78,7 @@ describe('checkpoints', () => {
   it('an abort keeps the batches before it in the checkpoint', async () => {
     const file = path.join(dir, 'abort.json');
     const controller = new AbortController();
-    const first = new CKA(mlp, mlp2, quiet);
+    const first = new CKA(mlp, mlp2, { ...quiet, workers: 1 });
     await assert.rejects(
       first.compare(batches, undefined, {
         checkpoint: { path: file, every: 100 },
@@ -88,6 +88,27 @@ describe('checkpoints', () => {
       { name: 'AbortError' },
     );
     assert.equal(JSON.parse(fs.readFileSync(file, 'utf8')).body.position, 5);
+    const second = new CKA(mlp, mlp2, quiet);
+    await second.compare(batches, undefined, { checkpoint: { path: file } });
+    assert.ok(maxDifference(second.export().cka, (await uninterrupted()).cka) <= 1e-12);
+  });
+
+  it('with batches in flight, an abort keeps whole ones: the checkpoint names as many as it holds', async () => {
+    const file = path.join(dir, 'abort-workers.json');
+    const controller = new AbortController();
+    const first = new CKA(mlp, mlp2, { ...quiet, workers: 3 });
+    await assert.rejects(
+      first.compare(batches, undefined, {
+        checkpoint: { path: file, every: 100 },
+        signal: controller.signal,
+        onProgress: ({ position }) => position === 4 && controller.abort(),
+      }),
+      { name: 'AbortError' },
+    );
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')).body;
+    // Batches 3, 4 and 5 ran together: all three are in the sums and in the position.
+    assert.equal(saved.position, 6);
+    assert.equal(saved.state.batches + saved.state.skipped, 6);
     const second = new CKA(mlp, mlp2, quiet);
     await second.compare(batches, undefined, { checkpoint: { path: file } });
     assert.ok(maxDifference(second.export().cka, (await uninterrupted()).cka) <= 1e-12);

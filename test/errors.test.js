@@ -272,8 +272,8 @@ describe('CKA errors', () => {
       assert.equal(cka.export().batches, 2);
     });
 
-    it('an aborted signal stops before the next batch; the object stays usable', async () => {
-      const cka = new CKA(mlp, mlp2);
+    it('an aborted signal stops before the next batch (one batch in flight); the object stays usable', async () => {
+      const cka = new CKA(mlp, mlp2, { workers: 1 });
       const controller = new AbortController();
       const batches = randomBatches(13, [6, 6, 6, 6], [12]);
       await assert.rejects(
@@ -282,6 +282,28 @@ describe('CKA errors', () => {
       );
       assert.equal(cka.export().batches, 1);
       await cka.compare(batches.slice(1));
+      assert.equal(cka.export().batches, 4);
+    });
+
+    it('with two batches in flight, an abort keeps the pair that was running and counts it', async () => {
+      const cka = new CKA(mlp, mlp2, { workers: 2 });
+      const controller = new AbortController();
+      const batches = randomBatches(13, [6, 6, 6, 6], [12]);
+      const seen = [];
+      await assert.rejects(
+        cka.compare(batches, undefined, {
+          signal: controller.signal,
+          onProgress: (p) => {
+            seen.push(p.batches);
+            controller.abort();
+          },
+        }),
+        { name: 'AbortError', code: 'ABORT_ERR' },
+      );
+      // Batches 0 and 1 ran together and were both added; each was reported.
+      assert.deepEqual(seen, [1, 2]);
+      assert.equal(cka.export().batches, 2);
+      await cka.compare(batches.slice(2));
       assert.equal(cka.export().batches, 4);
     });
 

@@ -8,8 +8,10 @@
 #include <thread>
 
 #include "addon_data.h"
+#include "bench_wrap.h"
 #include "blas.h"
 #include "cka_wrap.h"
+#include "device.h"
 #include "distributed.h"
 #include "group_wrap.h"
 #include "js_errors.h"
@@ -40,7 +42,9 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
     out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
     out.Set("threads", at::get_num_threads());
     out.Set("interopThreads", at::get_num_interop_threads());
-    out.Set("cores", static_cast<double>(std::thread::hardware_concurrency()));
+    // What this process may use (affinity, cgroup quota), and what the machine has.
+    out.Set("cores", static_cast<double>(usable_cores()));
+    out.Set("hardwareThreads", static_cast<double>(std::thread::hardware_concurrency()));
     out.Set("blas", blas_description());
     const auto backends = available_backends();
     Napi::Array dist = Napi::Array::New(env, backends.size());
@@ -67,6 +71,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeCKA", cka);
   exports.Set("loadModel", Napi::Function::New<NativeModel::Load>(env, "loadModel"));
   exports.Set("runtimeInfo", Napi::Function::New<RuntimeInfo>(env, "runtimeInfo"));
+  exports.Set("benchBlasRates", Napi::Function::New<BenchBlasRates>(env, "benchBlasRates"));
+  exports.Set("peerBaseline", Napi::Function::New<PeerBaseline>(env, "peerBaseline"));
   return exports;
 }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "addon_data.h"
@@ -270,7 +272,8 @@ Napi::Object full_result_to_js(Napi::Env env, const FullRunResult& result, const
 Napi::Function NativeCKA::Init(Napi::Env env) {
   return DefineClass(
       env, "NativeCKA",
-      {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Result>("result"),
+      {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Steps>("steps"),
+       InstanceAccessor<&NativeCKA::Workers>("workers"), InstanceMethod<&NativeCKA::Result>("result"),
        InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
        InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
        InstanceMethod<&NativeCKA::Reset>("reset"), InstanceMethod<&NativeCKA::Calibrate>("calibrate"),
@@ -316,6 +319,13 @@ NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCK
     if (!concurrent.IsUndefined()) {
       if (!concurrent.IsBoolean()) throw type_error(env, "Expected concurrent to be a boolean");
       config.concurrent = concurrent.As<Napi::Boolean>().Value();
+    }
+    Napi::Value workers = options.Get("workers");
+    if (!workers.IsUndefined()) {
+      if (!workers.IsNumber() || workers.As<Napi::Number>().Int32Value() < 1) {
+        throw make_error(env, {codes::kInvalidArg, "Expected workers to be a positive integer", ErrorKind::RangeError});
+      }
+      config.workers = workers.As<Napi::Number>().Int32Value();
     }
     Napi::Value skip = options.Get("skipNonFinite");
     if (!skip.IsUndefined()) {
@@ -415,6 +425,87 @@ Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) 
   });
 }
 
+namespace {
+
+Napi::Object outcome_to_js(Napi::Env env, const StepOutcome& outcome) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("n", static_cast<double>(outcome.n));
+  out.Set("skipped", outcome.skipped);
+  if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
+  out.Set("warnings", strings_to_js(env, outcome.warnings));
+  out.Set("leftOut", left_out_to_js(env, outcome.left_out));
+  return out;
+}
+
+struct StepsResult {
+  std::vector<StepOutcome> outcomes;
+  std::optional<ErrorInfo> error;
+};
+
+}  // namespace
+
+// steps([[inputs1, inputs2 | null], ...]): the batches, several in flight at
+// once, added in order; resolves to { outcomes, error } where `outcomes`
+// are the batches added or skipped before `error` (null when none failed).
+Napi::Value NativeCKA::Steps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "start a batch");
+    if (!info[0].IsArray()) throw type_error(env, "Expected an array of batches");
+    const Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<BatchInput> batches;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string label = "batch " + std::to_string(engine_->steps() + static_cast<int64_t>(i));
+      const Napi::Value entry = list.Get(i);
+      if (!entry.IsArray()) throw type_error(env, "Expected " + label + " to be [inputs1, inputs2 | null]");
+      const Napi::Array pair = entry.As<Napi::Array>();
+      BatchInput batch;
+      batch.inputs1 = inputs_from_js(pair.Get(0u), label + " of data 1");
+      const Napi::Value second = pair.Get(1u);
+      batch.has_inputs2 = !(second.IsNull() || second.IsUndefined());
+      if (batch.has_inputs2) batch.inputs2 = inputs_from_js(second, label + " of data 2");
+      batches.push_back(std::move(batch));
+    }
+    std::shared_ptr<CKAEngine> engine = engine_;
+    engine->arm();
+    busy_ = true;
+    Ref();
+    return PromiseWorker<StepsResult>::Start(
+        env,
+        [engine, batches = std::move(batches)] {
+          StepsResult result;
+          std::exception_ptr error;
+          result.outcomes = engine->steps(batches, &error);
+          if (error) {
+            try {
+              std::rethrow_exception(error);
+            } catch (...) {
+              result.error = capture_current_exception();
+            }
+          }
+          return result;
+        },
+        [](Napi::Env env, StepsResult& result) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          Napi::Array outcomes = Napi::Array::New(env, result.outcomes.size());
+          for (size_t i = 0; i < result.outcomes.size(); ++i) {
+            outcomes.Set(static_cast<uint32_t>(i), outcome_to_js(env, result.outcomes[i]));
+          }
+          out.Set("outcomes", outcomes);
+          out.Set("error", result.error ? make_error(env, *result.error).Value() : env.Null());
+          return out;
+        },
+        [this] {
+          busy_ = false;
+          Unref();
+        });
+  });
+}
+
+Napi::Value NativeCKA::Workers(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), engine_->workers());
+}
+
 Napi::Value NativeCKA::Result(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -462,6 +553,16 @@ Napi::Value NativeCKA::Stats(const Napi::CallbackInfo& info) {
     out.Set("reusedGrams", static_cast<double>(stats.reused_grams));
     out.Set("threads", stats.threads);
     out.Set("concurrent", stats.concurrent);
+    out.Set("workers", stats.workers);
+    Napi::Object times = Napi::Object::New(env);
+    times.Set("forwardMs", stats.times.forward_ms);
+    times.Set("tapMs", stats.times.tap_ms);
+    times.Set("gramMs", stats.times.gram_ms);
+    times.Set("pairMs", stats.times.pair_ms);
+    times.Set("waitMs", stats.times.wait_ms);
+    times.Set("wallMs", stats.times.wall_ms);
+    times.Set("batches", static_cast<double>(stats.times.batches));
+    out.Set("times", times);
     return out;
   });
 }

@@ -19,6 +19,8 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
  private:
   // step(inputs1, inputs2 | null): Promise<{ n, skipped, warnings }>
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value Steps(const Napi::CallbackInfo& info);
+  Napi::Value Workers(const Napi::CallbackInfo& info);
   // result(): { rows1, rows2, cka, self1, self2, samples, batches, skipped, warnings }
   Napi::Value Result(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);

@@ -72,6 +72,36 @@ void mirror_lower(T* c, int64_t n) {
 
 }  // namespace
 
+bool gram_upper(const at::Tensor& x, at::Tensor& out) {
+  const Blas& b = blas();
+  const int64_t n = x.size(0), d = x.size(1);
+  const bool fits = n <= INT32_MAX && d <= INT32_MAX && d > 0;
+  const bool cpu = x.device().is_cpu() && out.device().is_cpu() && out.is_contiguous() && x.is_contiguous();
+  if (!cpu || !fits || x.scalar_type() != out.scalar_type()) return false;
+  if (x.scalar_type() == at::kFloat ? b.ssyrk == nullptr : x.scalar_type() != at::kDouble || b.dsyrk == nullptr) {
+    return false;
+  }
+  const int ni = static_cast<int>(n), di = static_cast<int>(d);
+  // As in gram_product, but column-major 'L' of aᵀ·a: the row-major upper triangle.
+  const int chunk = static_cast<int>(std::min<int64_t>(d, kSlice));
+  if (x.scalar_type() == at::kFloat) {
+    const float one = 1, zero = 0;
+    for (int k0 = 0; k0 < di; k0 += chunk) {
+      const int k = std::min(chunk, di - k0);
+      b.ssyrk("L", "T", &ni, &k, &one, x.data_ptr<float>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<float>(),
+              &ni);
+    }
+  } else {
+    const double one = 1, zero = 0;
+    for (int k0 = 0; k0 < di; k0 += chunk) {
+      const int k = std::min(chunk, di - k0);
+      b.dsyrk("L", "T", &ni, &k, &one, x.data_ptr<double>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<double>(),
+              &ni);
+    }
+  }
+  return true;
+}
+
 void gram_product(const at::Tensor& x, at::Tensor& out) {
   const Blas& b = blas();
   const int64_t n = x.size(0), d = x.size(1);

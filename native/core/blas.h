@@ -15,6 +15,11 @@ namespace tcka {
 // triangle is computed and then mirrored; otherwise at::mm_out.
 void gram_product(const at::Tensor& x, at::Tensor& out);
 
+// Only the upper triangle (row-major, the diagonal included) of x·xᵀ, by
+// ?syrk, into `out`; false (nothing written) where that BLAS path does not
+// apply (then use gram_product).
+bool gram_upper(const at::Tensor& x, at::Tensor& out);
+
 // Sets the BLAS's own thread count where it has one (OpenBLAS, MKL); false
 // when no such BLAS was found.
 bool set_blas_threads(int threads);

@@ -1,8 +1,13 @@
 #include "device.h"
 
+#include <sched.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <fstream>
+#include <thread>
 
 #include "errors.h"
 
@@ -43,5 +48,50 @@ c10::Device parse_device(const std::string& spec) {
 }
 
 std::string device_string(const c10::Device& device) { return device.str(); }
+
+}  // namespace tcka
+
+namespace tcka {
+namespace {
+
+// The quota of a cgroup v2 cpu.max ("max 100000" or "200000 100000") or of
+// v1's two files, in cores (rounded up); 0 when there is none.
+int cgroup_quota_cores() {
+  auto cores = [](double quota, double period) {
+    return quota > 0 && period > 0 ? static_cast<int>(std::ceil(quota / period)) : 0;
+  };
+  std::ifstream v2("/sys/fs/cgroup/cpu.max");
+  if (v2) {
+    std::string quota;
+    double period = 0;
+    if (v2 >> quota >> period && quota != "max") {
+      try {
+        return cores(std::stod(quota), period);
+      } catch (...) {
+        return 0;
+      }
+    }
+    return 0;
+  }
+  std::ifstream quota_file("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), period_file("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  double quota = 0, period = 0;
+  if (quota_file >> quota && period_file >> period) return cores(quota, period);
+  return 0;
+}
+
+}  // namespace
+
+int usable_cores() {
+  int count = 0;
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) count = CPU_COUNT(&set);
+#endif
+  if (count <= 0) count = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int quota = cgroup_quota_cores();
+  if (quota > 0) count = std::min(count, quota);
+  return std::max(1, count);
+}
 
 }  // namespace tcka

@@ -14,3 +14,13 @@ c10::Device parse_device(const std::string& spec);
 std::string device_string(const c10::Device& device);
 
 }  // namespace tcka
+
+namespace tcka {
+
+// The cores this process may keep busy: the CPUs of its affinity mask
+// (taskset, cpusets), capped by its cgroup's CPU quota (cgroup v2 cpu.max or
+// v1 cpu.cfs_quota_us), at least 1. Not hardware_concurrency(): under
+// `taskset -c 0` that still counts every core of the machine.
+int usable_cores();
+
+}  // namespace tcka

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <atomic>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,11 +23,15 @@ struct CKAConfig {
   std::vector<View> views1, views2;
   at::ScalarType gram_dtype = at::kFloat;
   at::ScalarType pair_dtype = at::kDouble;
-  // Intra-op threads (libtorch's and the BLAS's) for each model's work; 0:
-  // libtorch's current setting.
+  // Intra-op threads (libtorch's and the BLAS's) for each batch's work; 0:
+  // 1 on the CPU (the cores go to batches in flight), libtorch's setting on CUDA.
   int threads = 0;
   // Run model 1 and model 2 at once, on two threads (CUDA: two streams).
   bool concurrent = false;
+  // Batches in flight at once in steps(), each on a worker thread of its own
+  // (both models, its Grams and HSIC terms, `threads` threads), added to the
+  // sums in batch order. 0: usable_cores() / threads (CUDA: 2).
+  int workers = 0;
   // NaN or Inf in a layer's output: skip that batch with a warning instead of
   // failing with ERR_NON_FINITE.
   bool skip_non_finite = false;
@@ -39,6 +45,19 @@ struct CKAConfig {
   std::vector<double> sigmas1, sigmas2;
 };
 
+// Where a comparison's time went (milliseconds summed over its batches, and
+// over the workers when several batches are in flight), for the benchmark's
+// breakdown (docs/performance.md).
+struct EngineTimes {
+  double forward_ms = 0;  // in the models' forward passes, the taps' own work excluded
+  double tap_ms = 0;      // in the taps besides the Gram products: views, casts, means, centring
+  double gram_ms = 0;     // Gram products (syrk) and the pass that takes their diagonals, row sums and norms
+  double pair_ms = 0;     // pair products and the HSIC terms of every measure
+  double wait_ms = 0;     // batches done, waiting for their turn to be added (or for the first batch's rows and σ)
+  double wall_ms = 0;     // the steps' wall-clock time
+  int64_t batches = 0;    // batches timed (skipped ones too)
+};
+
 // What a comparison holds and did, for benchmarks.
 struct EngineStats {
   int64_t accumulator_bytes = 0;  // float64 sums: (m·p + m + p) x 8 per measure
@@ -48,6 +67,8 @@ struct EngineStats {
   int64_t reused_grams = 0;       // Grams copied from an identical tensor instead of computed
   int threads = 0;                // intra-op threads per model in the last step
   bool concurrent = false;        // the last step ran both models at once
+  int workers = 1;                // batches in flight at once in the last step
+  EngineTimes times;              // since the engine was made (reset() keeps them)
 };
 
 // A layer left out of the rows because the selection was the default one
@@ -155,6 +176,12 @@ int64_t batch_size(const std::vector<at::Tensor>& inputs, const std::string& wha
 bool same_selection(const LayerSelection& a, const LayerSelection& b);
 }  // namespace detail
 
+// One batch's inputs for steps() (inputs2 empty without has_inputs2: model 2 reads inputs1).
+struct BatchInput {
+  std::vector<at::Tensor> inputs1, inputs2;
+  bool has_inputs2 = false;
+};
+
 class CKAEngine {
  public:
   // Resolves the layer names at once (unknown names and the like fail here).
@@ -164,6 +191,14 @@ class CKAEngine {
   // when `inputs2` is null). Batches with n < 4 are skipped. Either the whole
   // step is added to the sums or, on an error, nothing is.
   StepOutcome step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2);
+  // Several steps, up to `workers` of them computed at once, each added in
+  // order as soon as it and the ones before it are done: the sums are those
+  // of step() on each batch in turn, bit for bit. Returns the outcomes of the
+  // batches added (or skipped) before the first failure, which goes to `error`
+  // (nothing of that batch or later ones is added).
+  std::vector<StepOutcome> steps(const std::vector<BatchInput>& batches, std::exception_ptr* error);
+  // Batches in flight at once.
+  int workers() const { return workers_; }
   // Runs one batch only to fix the rows and RBF σ as if it were the first
   // accumulated one, adding nothing (a distributed rank other than 0 runs the
   // stream's batch 0 this way, so that every rank uses the same σ). Only
@@ -230,7 +265,7 @@ class CKAEngine {
   GramBatch finish_side(const Side& side, GramCollector& collector, const std::string& batch, std::vector<Row>* planned,
                         std::vector<LeftOutLayer>* left_out) const;
   GramBatch run_side(const Side& side, const std::vector<at::Tensor>& inputs, int64_t n, const std::string& batch,
-                     std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out);
+                     std::vector<Row>* planned, std::vector<LeftOutLayer>* left_out, EngineTimes* times);
 
   Side sides_[2];
   CKAConfig config_;
@@ -240,7 +275,40 @@ class CKAEngine {
   // σ per row: the user's for the row's layer, else from `grams`' median d²; NaN where not positive and finite.
   std::vector<double> row_sigmas(const std::vector<Row>& rows, const GramBatch& grams, int64_t n,
                                  const std::vector<double>& user) const;
-  StepOutcome run_step(const std::vector<at::Tensor>& inputs1, const std::vector<at::Tensor>* inputs2, bool calibrate);
+  // One batch on its way through steps(): checked, computed (on a worker), committed (in order).
+  struct Computed {
+    int64_t index = 0, n = 0;
+    std::string batch;     // "batch N", for messages
+    bool small = false;    // n < 4: skipped
+    bool planned = false;  // computed on rows fixed before it started
+    bool shared = false;   // one set of Grams for both sides
+    StepOutcome outcome;
+    std::vector<Row> planned1, planned2;  // the rows it used
+    std::vector<std::vector<int64_t>> shapes1, shapes2;
+    GramBatch k, l;  // kept until the commit only while its σ may be replaced
+    bool own_sigmas = false;
+    std::vector<double> sigma1, sigma2;
+    std::vector<BatchHsic> terms;  // per measure of the config
+    bool finite = true;
+    std::string where;  // the first non-finite layer, in words
+    EngineStats stats;
+    EngineTimes times;
+  };
+  int threads_per_batch() const;
+  Computed prepare(const BatchInput& input, int64_t index) const;
+  void compute(Computed& work, const BatchInput& input, int threads, bool calibrate);
+  void compute_terms(Computed& work);
+  void commit(Computed& work, const BatchInput& input, int threads);
+  void merge_times(const Computed& work);
+  static bool same_rows(const std::vector<Row>& a, const std::vector<Row>& b);
+  // Gram buffers of finished batches, per side, for the next ones.
+  at::Tensor take_spare(int side);
+  void give_spare(int side, at::Tensor grams);
+  std::vector<at::Tensor> spares_[2];
+  int workers_ = 1;
+  int threads_ = 1;           // per batch
+  mutable std::mutex mutex_;  // the rows, shapes and σ as workers read them; spares; stats
+  EngineTimes times_;
   int64_t steps_ = 0, batches_ = 0, samples_ = 0, skipped_ = 0;
   std::atomic<int64_t> forwards_{0}, reused_{0};
   std::atomic<bool> cancelled_{false};

@@ -26,6 +26,7 @@
 #include <map>
 
 #include "blas.h"
+#include "device.h"
 #include "engine.h"
 #include "errors.h"
 
@@ -356,7 +357,7 @@ FullRunResult CKAEngine::full_run(const FullBatchSettings& settings, int64_t bud
   full_total_ = 1 + chunk_count;
   full_measures_.done = 0;
   full_measures_.total = 0;
-  const int threads = config_.threads > 0 ? config_.threads : at::get_num_threads();
+  const int threads = config_.threads > 0 ? config_.threads : usable_cores();
   detail::use_threads(threads);
   stats.chunks = chunk_count;
 

@@ -4,8 +4,11 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/sub.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <sstream>
 
 #include "blas.h"
@@ -118,14 +121,212 @@ at::Tensor apply_view(const at::Tensor& output, const View& view, std::string* w
   return output;
 }
 
-void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
-                    at::Tensor* workspace) {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Per feature of a row-major (n, d) matrix, in float64: the means, and the
+// spread ||X - 1·meanᵀ||² and ||mean||² of the whole. Tiles of features keep
+// the sums in the first-level cache.
+template <typename T>
+void feature_moments(const T* x, int64_t n, int64_t d, std::vector<double>& mean, double* spread, double* mean_norm) {
+  constexpr int64_t kTile = 512;
+  mean.assign(static_cast<size_t>(d), 0.0);
+  double total_spread = 0, total_mean = 0;
+  double sum[kTile], squares[kTile];
+  for (int64_t j0 = 0; j0 < d; j0 += kTile) {
+    const int64_t width = std::min(kTile, d - j0);
+    std::fill(sum, sum + width, 0.0);
+    std::fill(squares, squares + width, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const T* row = x + i * d + j0;
+      for (int64_t j = 0; j < width; ++j) {
+        const double v = row[j];
+        sum[j] += v;
+        squares[j] += v * v;
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) {
+      const double mu = sum[j] / static_cast<double>(n);
+      mean[static_cast<size_t>(j0 + j)] = mu;
+      total_spread += std::max(0.0, squares[j] - sum[j] * mu);
+      total_mean += mu * mu;
+    }
+  }
+  *spread = total_spread;
+  *mean_norm = total_mean;
+}
+
+// Copies the upper triangle of a row-major n x n matrix into the lower one,
+// in small tiles (a column-wise walk misses the cache at every step, and
+// power-of-two strides map a large tile's rows onto a few cache sets).
+template <typename T>
+void mirror_upper(T* c, int64_t n) {
+  constexpr int64_t kTile = 16;
+  for (int64_t i0 = 0; i0 < n; i0 += kTile) {
+    const int64_t i1 = std::min(n, i0 + kTile);
+    for (int64_t j0 = i0; j0 < n; j0 += kTile) {
+      const int64_t j1 = std::min(n, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = std::max(j0, i + 1); j < j1; ++j) c[j * n + i] = c[i * n + j];
+      }
+    }
+  }
+}
+
+// Row sums of a symmetric matrix held in its upper triangle (row-major),
+// diagonal excluded, in float64: row i's part right of the diagonal, plus
+// its column part above it (summed down the columns: independent lanes).
+template <typename T>
+void upper_row_sums(const T* k, int64_t n, double* out) {
+  std::fill(out, out + n, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = k + i * n;
+    double part[4] = {0, 0, 0, 0};
+    int64_t j = i + 1;
+    for (; j + 4 <= n; j += 4) {
+      for (int q = 0; q < 4; ++q) {
+        const double v = row[j + q];
+        part[q] += v;
+        out[j + q] += v;
+      }
+    }
+    for (; j < n; ++j) {
+      const double v = row[j];
+      part[0] += v;
+      out[j] += v;
+    }
+    out[i] += (part[0] + part[1]) + (part[2] + part[3]);
+  }
+}
+
+// One pass over a symmetric Gram held in its upper triangle: the row sums
+// and ||·||² without the diagonal (K̃1, ||K̃||²) in float64. With `correct`,
+// the Gram is of an uncentred feature and is centred first, entry by entry
+// in float64: Kc = K - g1ᵀ - 1gᵀ + s11ᵀ with g = K1/n and s = 1ᵀK1/n² (exact
+// in exact arithmetic: Xc·Xcᵀ = (I - 11ᵀ/n)·XXᵀ·(I - 11ᵀ/n)).
+template <typename T>
+void gram_pass(T* k, int64_t n, bool correct, double* row_sums, double* square) {
+  if (correct) {
+    std::vector<double> g(static_cast<size_t>(n));
+    upper_row_sums(k, n, g.data());
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      g[static_cast<size_t>(i)] = (g[static_cast<size_t>(i)] + k[i * n + i]) / static_cast<double>(n);
+      s += g[static_cast<size_t>(i)];
+    }
+    s /= static_cast<double>(n);
+    const double* gj = g.data();
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = k + i * n;
+      const double shift = s - gj[i];
+      for (int64_t j = i; j < n; ++j) row[j] = static_cast<T>(row[j] + (shift - gj[j]));
+    }
+  }
+  upper_row_sums(k, n, row_sums);
+  double part[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = k + i * n;
+    int64_t j = i + 1;
+    for (; j + 4 <= n; j += 4) {
+      for (int q = 0; q < 4; ++q) {
+        const double v = row[j + q];
+        part[q] += v * v;
+      }
+    }
+    for (; j < n; ++j) {
+      const double v = row[j];
+      part[0] += v * v;
+    }
+  }
+  *square = 2.0 * ((part[0] + part[1]) + (part[2] + part[3]));
+}
+
+template <typename T>
+void reduce_cpu(const at::Tensor& x, int64_t n, GramBatch& out, int64_t slot, at::Tensor* workspace, ReduceTimes* times,
+                bool* uncentred) {
+  const auto start = Clock::now();
+  const int64_t d = x.size(1);
+  const T* data = x.data_ptr<T>();
+  std::vector<double> mean;
+  double spread = 0, mean_norm = 0;
+  feature_moments(data, n, d, mean, &spread, &mean_norm);
+  // The offset against the spread: an uncentred Gram's float32 rounding,
+  // relative to the centred Gram, grows with 1 + offset (docs/performance.md).
+  const double offset = spread > 0 ? static_cast<double>(n) * mean_norm / spread : INFINITY;
+  const bool skip_centring = d >= 4 * n && offset <= kMaxUncentredOffset;
+  at::Tensor product = x;
+  if (!skip_centring) {
+    const int64_t size = n * d;
+    at::Tensor buffer;
+    if (workspace != nullptr) {
+      if (!workspace->defined() || workspace->numel() < size || workspace->scalar_type() != x.scalar_type()) {
+        *workspace = at::empty({size}, x.options());
+      }
+      buffer = *workspace;
+    } else {
+      buffer = at::empty({size}, x.options());
+    }
+    T* centred = buffer.data_ptr<T>();
+    for (int64_t i = 0; i < n; ++i) {
+      const T* row = data + i * d;
+      T* to = centred + i * d;
+      for (int64_t j = 0; j < d; ++j) to[j] = static_cast<T>(row[j] - mean[static_cast<size_t>(j)]);
+    }
+    product = buffer.narrow(0, 0, size).view({n, d});
+  }
+  const auto product_start = Clock::now();
+  at::Tensor gram = out.grams[slot];
+  T* k = gram.data_ptr<T>();
+  if (!gram_upper(product, gram)) gram_product(product, gram);  // full (at::mm): its upper triangle is the same
+  double* row_sums = out.row_sums.defined() ? out.row_sums[slot].data_ptr<double>() : nullptr;
+  std::vector<double> scratch;
+  if (row_sums == nullptr) {
+    scratch.resize(static_cast<size_t>(n));
+    row_sums = scratch.data();
+  }
+  double square = 0;
+  gram_pass(k, n, skip_centring, row_sums, &square);
+  // Without room for the sums (a bare Gram), the whole matrix: hsic.cc makes them from it.
+  if (!out.row_sums.defined()) mirror_upper(k, n);
+  const double product_seconds = seconds_since(product_start);
+  out.mean_norms[slot].fill_(mean_norm);
+  if (out.spreads.defined()) out.spreads.data_ptr<double>()[slot] = spread;
+  if (out.squares.defined()) out.squares.data_ptr<double>()[slot] = square;
+  if (uncentred != nullptr) *uncentred = skip_centring;
+  if (times != nullptr) {
+    times->gram += product_seconds;
+    times->other += seconds_since(start) - product_seconds;
+  }
+}
+
+}  // namespace
+
+void allocate_gram_stats(GramBatch& batch, int64_t slots, int64_t n) {
+  const auto options = at::TensorOptions().dtype(at::kDouble);
+  batch.spreads = at::zeros({slots}, options);
+  batch.row_sums = at::empty({slots, n}, options);
+  batch.squares = at::zeros({slots}, options);
+}
+
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, GramBatch& out, int64_t slot,
+                    at::Tensor* workspace, ReduceTimes* times, bool* uncentred) {
   at::Tensor x = feature.reshape({n, -1});
   if (x.scalar_type() != dtype) x = x.to(dtype);
+  const bool cpu = x.device().is_cpu() && out.grams.device().is_cpu() && out.grams.is_contiguous() &&
+                   (dtype == at::kFloat || dtype == at::kDouble) && x.size(1) > 0 &&
+                   (!out.row_sums.defined() || out.row_sums.device().is_cpu());
+  if (cpu) {
+    x = x.contiguous();
+    if (dtype == at::kFloat) return reduce_cpu<float>(x, n, out, slot, workspace, times, uncentred);
+    return reduce_cpu<double>(x, n, out, slot, workspace, times, uncentred);
+  }
+  // Other devices: tensor operations, explicit centring.
+  const auto start = Clock::now();
+  const at::Tensor mean = x.mean(0, /*keepdim=*/true);
   at::Tensor centred;
   if (workspace != nullptr) {
-    // One scratch buffer for every layer of a pass: a fresh n x d buffer per
-    // layer costs a round of page faults each time for the large ones.
     const int64_t size = x.numel();
     if (!workspace->defined() || workspace->numel() < size || workspace->scalar_type() != dtype ||
         workspace->device() != x.device()) {
@@ -135,12 +336,33 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
   } else {
     centred = at::empty_like(x, at::MemoryFormat::Contiguous);
   }
-  at::Tensor mean = x.mean(0, /*keepdim=*/true);
   at::sub_out(centred, x, mean);
+  const auto product_start = Clock::now();
+  at::Tensor gram = out.grams[slot];
   gram_product(centred, gram);
-  // Only ||mean||² here; tr(K) is taken for all Grams at once later.
   const at::Tensor flat = mean.view({-1});
-  mean_norm.copy_(at::dot(flat, flat));
+  out.mean_norms[slot].copy_(at::dot(flat, flat));
+  if (out.spreads.defined()) out.spreads[slot].copy_(centred.square().sum(at::kDouble));
+  if (out.row_sums.defined()) {
+    const at::Tensor g = gram.to(at::kDouble);
+    const at::Tensor diagonal = g.diagonal();
+    out.row_sums[slot].copy_(g.sum(1).sub_(diagonal));
+    out.squares[slot].copy_(g.square().sum().sub_(diagonal.square().sum()));
+  }
+  if (uncentred != nullptr) *uncentred = false;
+  if (times != nullptr) {
+    const double product_seconds = seconds_since(product_start);
+    times->gram += product_seconds;
+    times->other += seconds_since(start) - product_seconds;
+  }
+}
+
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
+                    at::Tensor* workspace) {
+  GramBatch one;
+  one.grams = gram.unsqueeze(0);
+  one.mean_norms = mean_norm.reshape({1});
+  reduce_to_gram(feature, n, dtype, one, 0, workspace);
 }
 
 GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSelection& selection, int64_t n,
@@ -177,11 +399,28 @@ GramCollector::GramCollector(const std::vector<LayerInfo>& layers, const LayerSe
     call_limit_[static_cast<size_t>(entry.layer)] = count;
   }
   filled_.assign(rows.size(), false);
-  if (sink_ != nullptr) return;  // features go to the sink: no Gram buffer
-  const auto options = at::TensorOptions().dtype(dtype).device(device);
-  const int64_t count = static_cast<int64_t>(rows.size());
-  buffer_.grams = at::empty({count, n, n}, options);
+}
+
+void GramCollector::ensure_buffer() {
+  if (sink_ != nullptr || buffer_.grams.defined()) return;  // features go to the sink: no Gram buffer
+  const auto options = at::TensorOptions().dtype(dtype_).device(device_);
+  const int64_t count = static_cast<int64_t>(rows_.size());
+  const int64_t bytes = count * n_ * n_ * static_cast<int64_t>(c10::elementSize(dtype_));
+  if (spare_.defined() && spare_.scalar_type() == dtype_ && spare_.device() == device_ &&
+      static_cast<int64_t>(spare_.storage().nbytes()) >= bytes) {
+    // The spare's memory, whatever its shape was (a discovery buffer has more slots).
+    buffer_.grams = at::empty({0}, options).set_(spare_.storage(), 0, {count, n_, n_}, {n_ * n_, n_, 1});
+  } else {
+    buffer_.grams = at::empty({count, n_, n_}, options);
+  }
+  spare_ = at::Tensor();
   buffer_.mean_norms = at::empty({count}, options);
+  allocate_gram_stats(buffer_, count, n_);
+  if (!device_.is_cpu()) {
+    buffer_.spreads = buffer_.spreads.to(device_);
+    buffer_.row_sums = buffer_.row_sums.to(device_);
+    buffer_.squares = buffer_.squares.to(device_);
+  }
 }
 
 const View& GramCollector::view_of(int64_t layer) const {
@@ -227,10 +466,21 @@ int64_t GramCollector::next_slot() {
     }
     const int64_t grown = std::max<int64_t>(capacity == 0 ? want : 2 * capacity, slots_used_ + 1);
     const auto options = at::TensorOptions().dtype(dtype_).device(device_);
-    GramBatch bigger{at::empty({grown, n_, n_}, options), at::empty({grown}, options), {}, {}};
+    GramBatch bigger;
+    bigger.grams = at::empty({grown, n_, n_}, options);
+    bigger.mean_norms = at::empty({grown}, options);
+    allocate_gram_stats(bigger, grown, n_);
+    if (!device_.is_cpu()) {
+      bigger.spreads = bigger.spreads.to(device_);
+      bigger.row_sums = bigger.row_sums.to(device_);
+      bigger.squares = bigger.squares.to(device_);
+    }
     if (capacity > 0) {
       bigger.grams.narrow(0, 0, capacity).copy_(buffer_.grams);
       bigger.mean_norms.narrow(0, 0, capacity).copy_(buffer_.mean_norms);
+      bigger.spreads.narrow(0, 0, capacity).copy_(buffer_.spreads);
+      bigger.row_sums.narrow(0, 0, capacity).copy_(buffer_.row_sums);
+      bigger.squares.narrow(0, 0, capacity).copy_(buffer_.squares);
     }
     buffer_ = std::move(bigger);
   }
@@ -254,6 +504,12 @@ void GramCollector::reject(const std::string& code, int64_t layer, const std::st
 }
 
 void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
+  const auto start = Clock::now();
+  struct Timer {
+    Clock::time_point start;
+    double& total;
+    ~Timer() { total += seconds_since(start); }
+  } timer{start, tap_seconds_};
   if (layer < 0 || static_cast<size_t>(layer) >= wanted_.size()) return;
   const auto index = static_cast<size_t>(layer);
   const int64_t call = ++calls_[index];
@@ -323,11 +579,16 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
           remember(feature, view, row);
         }
       } else if (same >= 0) {
+        ensure_buffer();
         buffer_.grams[row].copy_(buffer_.grams[same]);
         buffer_.mean_norms[row].copy_(buffer_.mean_norms[same]);
+        buffer_.spreads[row].copy_(buffer_.spreads[same]);
+        buffer_.row_sums[row].copy_(buffer_.row_sums[same]);
+        buffer_.squares[row].copy_(buffer_.squares[same]);
         ++reused_;
       } else {
-        reduce_to_gram(viewed, n_, dtype_, buffer_.grams[row], buffer_.mean_norms[row], &workspace_);
+        ensure_buffer();
+        reduce_to_gram(viewed, n_, dtype_, buffer_, row, &workspace_, &reduce_times_);
         remember(feature, view, row);
       }
       filled_[static_cast<size_t>(row)] = true;
@@ -340,8 +601,7 @@ void GramCollector::on_tap(int64_t layer, const c10::IValue& output) noexcept {
         return;
       }
       const int64_t slot = next_slot();
-      if (sink_ == nullptr)
-        reduce_to_gram(viewed, n_, dtype_, buffer_.grams[slot], buffer_.mean_norms[slot], &workspace_);
+      if (sink_ == nullptr) reduce_to_gram(viewed, n_, dtype_, buffer_, slot, &workspace_, &reduce_times_);
       remember(feature, view, slot);
       discovered_[{layer, call}] = slot;
     }
@@ -375,15 +635,19 @@ GramBatch GramCollector::take(const std::vector<Row>& rows) {
     shapes.push_back(found == shapes_.end() ? std::vector<int64_t>() : found->second);
   }
   if (planned_) {
+    ensure_buffer();
     GramBatch out = std::move(buffer_);
     out.shapes = std::move(shapes);
     return out;
   }
   GramBatch out;
   out.shapes = std::move(shapes);
-  if (sink_ == nullptr) {
+  if (sink_ == nullptr && buffer_.grams.defined()) {
     out.grams = buffer_.grams.narrow(0, 0, slots_used_);
     out.mean_norms = buffer_.mean_norms.narrow(0, 0, slots_used_);
+    out.spreads = buffer_.spreads.narrow(0, 0, slots_used_);
+    out.row_sums = buffer_.row_sums.narrow(0, 0, slots_used_);
+    out.squares = buffer_.squares.narrow(0, 0, slots_used_);
   }
   for (const auto& row : rows) out.rows.push_back(discovered_.at({row.layer, row.call}));  // never set-aside layers
   buffer_ = GramBatch();

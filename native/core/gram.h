@@ -49,13 +49,41 @@ struct GramBatch {
   std::vector<int64_t> rows;
   // Each taken row's feature shape after its view, without the batch dimension.
   std::vector<std::vector<int64_t>> shapes;
+  // Where these are defined, only the Grams' upper triangles (row-major, the
+  // diagonal included) are filled in. Per slot, in float64, made with the Gram (hsic.cc makes them when
+  // undefined): ||Xc||² from a float64 pass over the feature (how much the
+  // layer varies), the row sums K̃1 (slots, n) and ||K̃||² of the Gram without
+  // its diagonal.
+  at::Tensor spreads, row_sums, squares;
 };
 
-// Writes the reduction of `feature` (first dimension n) into gram (n, n) and
-// mean_norm (a scalar tensor). `workspace`, when given, is a scratch buffer reused (and grown)
-// for the centred copy.
+// Time spent in reduce_to_gram(), in seconds: the Gram product and the pass
+// over the Gram (`gram`), and the rest (`other`: casts, the feature pass, centring).
+struct ReduceTimes {
+  double gram = 0, other = 0;
+};
+
+// A layer whose offset n·||mean||² is at most this many times its spread
+// ||Xc||² has its Gram made from the uncentred feature and centred in float64
+// afterwards, where that is cheaper (at least 4n features: the centring pass
+// costs ~3nd, the Gram pass ~2n²). The float32 rounding of such a Gram,
+// relative to the centred one, grows with 1 + offset/spread, so here it is
+// at most twice that of an explicitly centred Gram (docs/performance.md
+// derives the bound; test/centring.test.js tests both sides of it).
+inline constexpr double kMaxUncentredOffset = 1.0;
+
+// Writes the reduction of `feature` (first dimension n) into slot `slot` of
+// `out`: its centred Gram (n, n), ||mean||², and, where `out` has them
+// allocated, the slot's spread, row sums and square. `workspace`, when given,
+// is a scratch buffer reused (and grown) for the centred copy. `uncentred`
+// (optional) tells whether the Gram was made from the uncentred feature.
+void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, GramBatch& out, int64_t slot,
+                    at::Tensor* workspace = nullptr, ReduceTimes* times = nullptr, bool* uncentred = nullptr);
+// The same into a bare Gram and ||mean||² (no spread or sums: hsic.cc makes those).
 void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace = nullptr);
+// Allocates `batch`'s per-slot float64 statistics for `slots` slots of n samples.
+void allocate_gram_stats(GramBatch& batch, int64_t slots, int64_t n);
 
 // The full-batch mode (fullbatch.h) makes its Grams over chunks itself: the
 // collector hands it each planned row's viewed feature instead of reducing
@@ -105,6 +133,12 @@ class GramCollector : public TapReceiver {
   // Taps whose Gram was copied from an identical tensor reduced earlier (or,
   // with a sink, whose feature was that of an earlier row).
   int64_t reused() const { return reused_; }
+  // Seconds spent in on_tap() in all, and in its Gram products and passes over the Grams.
+  double tap_seconds() const { return tap_seconds_; }
+  double gram_seconds() const { return reduce_times_.gram; }
+  // Gram buffers to reuse: planned collectors take `grams` when its shape and
+  // dtype fit (a fresh buffer costs a round of page faults).
+  void reuse_buffer(at::Tensor grams) { spare_ = std::move(grams); }
 
   // Discovery over layers picked by default: layers whose output cannot be
   // compared (no tensor, no batch dimension) are set aside with the reason
@@ -130,6 +164,8 @@ class GramCollector : public TapReceiver {
   const View& view_of(int64_t layer) const;
   // Discovery: the next free slot of the buffer, growing it when full.
   int64_t next_slot();
+  // Planned: allocates the buffer (taking the spare one when it fits) on first use.
+  void ensure_buffer();
 
   void fail(const std::string& code, int64_t layer, const std::string& message) noexcept;
   // fail(), or in lenient discovery set the layer aside.
@@ -166,6 +202,9 @@ class GramCollector : public TapReceiver {
   std::unordered_multimap<const void*, size_t> reduced_index_;  // TensorImpl address -> reduced_ entry
   at::Tensor workspace_;                                        // centred copies, one layer at a time
   int64_t reused_ = 0;
+  double tap_seconds_ = 0;
+  ReduceTimes reduce_times_;
+  at::Tensor spare_;
   const std::vector<View>* views_ = nullptr;
   int side_ = 1;
   const std::vector<std::vector<int64_t>>* expected_shapes_ = nullptr;

@@ -5,12 +5,17 @@
 //   tcka-core-check compare M1.pt M2.pt --shape 3,32,32 [--batch 32] [--batches 4]
 //       [--device cpu|cuda] [--check-device cpu] [--layers1 a,b] [--layers2 c,d]
 //       [--threads N] [--concurrent 0|1] [--repeat 3] [--check-batches 2] [--json out.json]
+//   tcka-core-check bench M1.pt M2.pt --shape 256 [--batch 512] [--batches 2] [--threads 1]
+//       [--layers1 a,b] [--layers2 c,d] [--repeat 3] [--json out.json]
 //
 // selftest compares the all-pairs HSIC against plain float64 loops of
 // eq. 3; compare times the bare forward passes of the models as they are (the
 // floor: no taps, inference mode, one after the other) against a whole CKA run
 // on the same inputs, and with --check-device compares the matrix with one
-// computed on another device over the first --check-batches batches.
+// computed on another device over the first --check-batches batches. bench
+// (CPU) is the performance breakdown: the floor, our engine (models in turn)
+// and the peer-like baseline of bench_kit.h, our time split by EngineTimes,
+// and the arithmetic limit from the BLAS rates at the run's sizes.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -25,6 +30,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench_kit.h"
 #include "blas.h"
 #include "device.h"
 #include "engine.h"
@@ -236,6 +242,171 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   return max_diff > 1e-4 ? 1 : 0;
 }
 
+// The median of each EngineTimes field over the runs.
+EngineTimes median_times(const std::vector<EngineTimes>& runs) {
+  auto median = [&](double EngineTimes::*field) {
+    std::vector<double> v;
+    for (const auto& t : runs) v.push_back(t.*field);
+    return summarize(v).median;
+  };
+  EngineTimes out;
+  out.forward_ms = median(&EngineTimes::forward_ms);
+  out.tap_ms = median(&EngineTimes::tap_ms);
+  out.gram_ms = median(&EngineTimes::gram_ms);
+  out.pair_ms = median(&EngineTimes::pair_ms);
+  out.wait_ms = median(&EngineTimes::wait_ms);
+  out.wall_ms = median(&EngineTimes::wall_ms);
+  out.batches = runs.empty() ? 0 : runs.front().batches;
+  return out;
+}
+
+int bench(std::map<std::string, std::string> opt, const std::vector<std::string>& files) {
+  const int64_t batch = opt.count("batch") ? std::stoll(opt["batch"]) : 512;
+  const int64_t batches = opt.count("batches") ? std::stoll(opt["batches"]) : 2;
+  const int repeat = std::max(1, opt.count("repeat") ? std::stoi(opt["repeat"]) : 3);
+  const int threads = opt.count("threads") ? std::stoi(opt["threads"]) : 1;
+  at::set_num_threads(threads);
+  set_blas_threads(threads);
+  std::vector<int64_t> shape = {batch};
+  for (const auto& s : split(opt.count("shape") ? opt["shape"] : "256", ',')) shape.push_back(std::stoll(s));
+
+  at::manual_seed(0);
+  std::vector<at::Tensor> inputs;
+  for (int64_t b = 0; b < batches; ++b) inputs.push_back(at::randn(shape));
+
+  CKAConfig config;
+  if (opt.count("layers1")) config.layers1 = split(opt["layers1"], ',');
+  if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
+  config.threads = threads;
+  config.concurrent = false;
+
+  auto plain1 = Model::load(files[0], "cpu", false), plain2 = Model::load(files[1], "cpu", false);
+  auto tapped1 = Model::load(files[0], "cpu", true), tapped2 = Model::load(files[1], "cpu", true);
+
+  auto floor_once = [&] {
+    auto t0 = std::chrono::steady_clock::now();
+    for (const auto& x : inputs) {
+      plain1->forward_only({x}, "floor");
+      plain2->forward_only({x}, "floor");
+    }
+    return seconds_since(t0);
+  };
+  CKAResult result;
+  EngineTimes times;
+  int64_t reused = 0;
+  auto ours_once = [&] {
+    CKAEngine engine(tapped1, tapped2, config);
+    auto t0 = std::chrono::steady_clock::now();
+    for (const auto& x : inputs) engine.step({x}, nullptr);
+    result = engine.result();
+    const double s = seconds_since(t0);
+    const EngineStats stats = engine.stats();
+    times = stats.times;
+    reused = stats.reused_grams;
+    return s;
+  };
+  PeerRun peer;
+  auto peer_once = [&] {
+    peer = peer_baseline(*tapped1, *tapped2, config.layers1, config.layers2, inputs, threads);
+    return peer.seconds;
+  };
+
+  floor_once();  // warm-up runs, not counted
+  ours_once();
+  peer_once();
+  std::vector<double> floor_s, ours_s, peer_s;
+  std::vector<EngineTimes> ours_times;
+  for (int r = 0; r < repeat; ++r) {
+    floor_s.push_back(floor_once());
+    ours_s.push_back(ours_once());
+    ours_times.push_back(times);
+    peer_s.push_back(peer_once());
+  }
+  const Timing f = summarize(floor_s), o = summarize(ours_s), p = summarize(peer_s);
+  const EngineTimes t = median_times(ours_times);
+
+  // d per row after flattening, from one extract of batch 0 (our rows: every call of a layer).
+  const int64_t n = batch;
+  std::map<std::string, int64_t> d1, d2;
+  for (const auto& [name, x] : tapped1->extract({inputs[0]}, config.layers1)) d1[name] = x.numel() / n;
+  for (const auto& [name, x] : tapped2->extract({inputs[0]}, config.layers2)) d2[name] = x.numel() / n;
+  const double nn = static_cast<double>(n) * static_cast<double>(n);
+  double gram_flops = 0;
+  for (const auto& name : result.rows1) gram_flops += nn * static_cast<double>(d1[name]);
+  for (const auto& name : result.rows2) gram_flops += nn * static_cast<double>(d2[name]);
+  const int64_t m = static_cast<int64_t>(result.rows1.size()), q = static_cast<int64_t>(result.rows2.size());
+  // The strict upper triangles of each pair of Grams, 2 FLOPs per multiply-add.
+  const double pair_flops =
+      static_cast<double>(m) * static_cast<double>(q) * static_cast<double>(n) * static_cast<double>(n - 1);
+
+  const BlasRates rates = measure_blas_rates(n, m, q, threads);
+  const double per_run = static_cast<double>(batches);
+  const double limit_s = per_run * (gram_flops / (rates.ssyrk_gflops * 1e9) + pair_flops / (rates.dgemm_gflops * 1e9));
+
+  // max |ours - peer| over the cells both have, matched by row name.
+  std::map<std::string, size_t> index1, index2;
+  for (size_t i = 0; i < result.rows1.size(); ++i) index1[result.rows1[i]] = i;
+  for (size_t j = 0; j < result.rows2.size(); ++j) index2[result.rows2[j]] = j;
+  const auto& ours = result.matrices.front();
+  double max_diff = 0;
+  int64_t common = 0, one_sided = 0;
+  for (size_t i = 0; i < peer.rows1.size(); ++i) {
+    for (size_t j = 0; j < peer.rows2.size(); ++j) {
+      if (!index1.count(peer.rows1[i]) || !index2.count(peer.rows2[j])) continue;
+      const auto& a = ours[index1[peer.rows1[i]] * result.rows2.size() + index2[peer.rows2[j]]];
+      const double b = peer.cka[i * peer.rows2.size() + j];
+      if (a.has_value() != !std::isnan(b)) {
+        ++one_sided;
+      } else if (a) {
+        max_diff = std::max(max_diff, std::abs(*a - b));
+        ++common;
+      }
+    }
+  }
+
+  const double per_batch = t.batches > 0 ? static_cast<double>(t.batches) : per_run;
+  std::printf("models: %s vs %s, cpu, threads %d, BLAS %s, %lld batches of %lld, rows %lld x %lld (peer %zu x %zu)\n",
+              files[0].c_str(), files[1].c_str(), threads, blas_description().c_str(), static_cast<long long>(batches),
+              static_cast<long long>(batch), static_cast<long long>(m), static_cast<long long>(q), peer.rows1.size(),
+              peer.rows2.size());
+  std::printf("BLAS at n %lld, m %lld, p %lld, k %lld: ssyrk %.1f, sgemm %.1f, dgemm %.1f GFLOP/s\n",
+              static_cast<long long>(rates.n), static_cast<long long>(rates.m), static_cast<long long>(rates.p),
+              static_cast<long long>(rates.k), rates.ssyrk_gflops, rates.sgemm_gflops, rates.dgemm_gflops);
+  std::printf("floor (forward only)   median %.4f s (min %.4f, max %.4f) over %d runs after 1 warm-up\n", f.median,
+              f.min, f.max, repeat);
+  std::printf("ours  (CKAEngine)      median %.4f s (min %.4f, max %.4f)\n", o.median, o.min, o.max);
+  std::printf("peer  (pytorch-cka way) median %.4f s (min %.4f, max %.4f)\n", p.median, p.min, p.max);
+  std::printf("ours/floor %.3f, ours/peer %.3f\n", o.median / f.median, o.median / p.median);
+  std::printf(
+      "ours per batch (EngineTimes over %lld batches, ms): forward %.2f, taps %.2f, grams %.2f, pairs %.2f, wait "
+      "%.2f, wall %.2f\n",
+      static_cast<long long>(t.batches), t.forward_ms / per_batch, t.tap_ms / per_batch, t.gram_ms / per_batch,
+      t.pair_ms / per_batch, t.wait_ms / per_batch, t.wall_ms / per_batch);
+  std::printf("FLOPs per batch: Grams %.4g (n²d summed over the rows; %lld Grams reused), pairs %.4g (m·p·n(n-1))\n",
+              gram_flops, static_cast<long long>(reused), pair_flops);
+  std::printf("arithmetic limit %.4f s (Grams / ssyrk + pairs / dgemm, %lld batches); (ours - floor)/limit %.3f\n",
+              limit_s, static_cast<long long>(batches), (o.median - f.median) / limit_s);
+  std::printf("max |CKA ours - CKA peer| = %.3g over %lld cells (%lld undefined on one side only)\n", max_diff,
+              static_cast<long long>(common), static_cast<long long>(one_sided));
+
+  if (opt.count("json")) {
+    std::ofstream out(opt["json"]);
+    out << "{\"threads\":" << threads << ",\"batch\":" << batch << ",\"batches\":" << batches << ",\"rows1\":" << m
+        << ",\"rows2\":" << q << ",\"peer_rows1\":" << peer.rows1.size() << ",\"peer_rows2\":" << peer.rows2.size()
+        << ",\"blas\":{\"ssyrk_gflops\":" << rates.ssyrk_gflops << ",\"sgemm_gflops\":" << rates.sgemm_gflops
+        << ",\"dgemm_gflops\":" << rates.dgemm_gflops << ",\"n\":" << rates.n << ",\"m\":" << rates.m
+        << ",\"p\":" << rates.p << ",\"k\":" << rates.k << "},\"floor_s\":" << f.median << ",\"ours_s\":" << o.median
+        << ",\"peer_s\":" << p.median << ",\"ours_floor\":" << o.median / f.median
+        << ",\"ours_peer\":" << o.median / p.median << ",\"times_ms\":{\"forward\":" << t.forward_ms
+        << ",\"tap\":" << t.tap_ms << ",\"gram\":" << t.gram_ms << ",\"pair\":" << t.pair_ms
+        << ",\"wait\":" << t.wait_ms << ",\"wall\":" << t.wall_ms << ",\"batches\":" << t.batches
+        << "},\"gram_flops_per_batch\":" << gram_flops << ",\"pair_flops_per_batch\":" << pair_flops
+        << ",\"limit_s\":" << limit_s << ",\"limit_ratio\":" << (o.median - f.median) / limit_s
+        << ",\"max_diff_peer\":" << max_diff << ",\"cells\":" << common << ",\"one_sided\":" << one_sided << "}\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -251,7 +422,12 @@ int main(int argc, char** argv) {
     if (positional.size() == 3 && positional[0] == "compare") {
       return compare(opt, {positional[1], positional[2]});
     }
-    std::fprintf(stderr, "usage: tcka-core-check selftest | compare M1.pt M2.pt [--shape 3,32,32] ...\n");
+    if (positional.size() == 3 && positional[0] == "bench") {
+      return bench(opt, {positional[1], positional[2]});
+    }
+    std::fprintf(stderr,
+                 "usage: tcka-core-check selftest | compare M1.pt M2.pt [--shape 3,32,32] ... | "
+                 "bench M1.pt M2.pt [--shape 256] [--batch 512] ...\n");
     return 2;
   } catch (const CKAError& e) {
     std::fprintf(stderr, "%s: %s\n", e.code().c_str(), e.what());

@@ -8,7 +8,14 @@ import { performance } from 'node:perf_hooks';
 import { type Model, requireModel } from '../model/model';
 import { expandLayerPatterns } from '../model/layer-patterns';
 import { toNativeBatch } from '../model/tensor';
-import { binding, type NativeCKA, type NativeFullResult, type NativeState, type NativeStep } from '../native/binding';
+import {
+  binding,
+  type NativeCKA,
+  type NativeFullResult,
+  type NativeState,
+  type NativeStep,
+  type NativeSteps,
+} from '../native/binding';
 import { describe, ErrorCodes, invalidArgType, invalidArgValue, makeError } from '../util/errors';
 import {
   optionalBoolean,
@@ -118,11 +125,8 @@ function layerList(model: Model, value: unknown, name: string): string[] {
 
 const modelLabel = (model: Model): string => `model '${model.name}' (${model.path})`;
 
-function defaultConcurrent(model: Model, threads: number | undefined): boolean {
-  if (!model.device.startsWith('cpu')) return true;
-  const info = binding().runtimeInfo();
-  return info.cores >= 2 * (threads ?? info.threads);
-}
+/** Both models of a batch at once: on a GPU (two streams); on the CPU the cores go to batches in flight. */
+const defaultConcurrent = (model: Model): boolean => !model.device.startsWith('cpu');
 
 function compareSettings(options: CompareOptions | undefined): CompareSettings {
   const opts = optionalObject(options, 'options');
@@ -208,8 +212,8 @@ export class CKA {
     this.warn = optionalFunction<(w: CKAWarning) => void>(opts.onWarning, 'options.onWarning') ?? defaultWarning;
     const precision = optionalOneOf(opts.precision, ['float64', 'float32'] as const, 'options.precision');
     const threads = optionalInteger(opts.threads, 'options.threads', 1);
-    const concurrent =
-      optionalBoolean(opts.concurrent, 'options.concurrent') ?? defaultConcurrent(this.model1, threads);
+    const workers = optionalInteger(opts.workers, 'options.workers', 1);
+    const concurrent = optionalBoolean(opts.concurrent, 'options.concurrent') ?? defaultConcurrent(this.model1);
     const skipNonFinite = optionalBoolean(opts.skipNonFinite, 'options.skipNonFinite') ?? false;
     const names1 = this.model1.native.layers().map((layer) => layer.name);
     const names2 = this.model2.native.layers().map((layer) => layer.name);
@@ -275,6 +279,7 @@ export class CKA {
       label2: this.model2Name,
       ...(precision ? { precision } : {}),
       ...(threads ? { threads } : {}),
+      ...(workers ? { workers } : {}),
       concurrent,
       skipNonFinite,
       measures: this.fullBatch ? (streaming.length > 0 ? streaming : ['cka']) : this.measureIds,
@@ -548,49 +553,91 @@ export class CKA {
       next.catch(() => undefined); // handled where it is awaited
       return next;
     };
+    // Up to `workers` batches at a time go to native code, which computes
+    // them at once and adds them in order; the sources fetch the next group meanwhile.
+    const group = Math.max(1, this.native.workers);
+    type Pair = [IteratorResult<unknown>, IteratorResult<unknown> | undefined];
+    // A source that fails after some batches of a group: those are compared, then its error goes on.
+    const fetchGroup = async (): Promise<{ pairs: Pair[]; error?: unknown }> => {
+      const pairs: Pair[] = [];
+      while (pairs.length < group) {
+        try {
+          const pair = await fetch();
+          pairs.push(pair);
+          if (pair[0].done || (pair[1] !== undefined && pair[1].done)) break;
+        } catch (error) {
+          if (pairs.length === 0) throw error;
+          return { pairs, error };
+        }
+      }
+      return { pairs };
+    };
+    const fetchNext = (): Promise<{ pairs: Pair[]; error?: unknown }> => {
+      const next = fetchGroup();
+      next.catch(() => undefined); // handled where it is awaited
+      return next;
+    };
     try {
       let step = run.start;
-      let upcoming = fetch();
-      for (;;) {
+      let upcoming = fetchNext();
+      let ended = false;
+      let uneven: 'data1' | 'data2' | undefined;
+      while (!ended) {
         if (signal?.aborted) throw abortError(signal);
-        const [a, b] = await upcoming;
-        if (a.done || (b !== undefined && b.done)) {
-          if (b !== undefined && a.done !== b.done) await this.unevenEnd(a.done ? 'data1' : 'data2', run, step);
-          break;
+        const { pairs, error: fetchError } = await upcoming;
+        if (fetchError !== undefined) ended = true;
+        const batches: Array<[ReturnType<typeof toNativeBatch>, ReturnType<typeof toNativeBatch> | null]> = [];
+        for (const [a, b] of pairs) {
+          if (a.done || (b !== undefined && b.done)) {
+            // The batches before the end still count.
+            if (b !== undefined && a.done !== b.done) uneven = a.done ? 'data1' : 'data2';
+            ended = true;
+            break;
+          }
+          const index = step + batches.length * stride;
+          batches.push([
+            toNativeBatch(a.value, `batch ${index} of data1`),
+            b === undefined ? null : toNativeBatch(b.value, `batch ${index} of data2`),
+          ]);
         }
-        const inputs1 = toNativeBatch(a.value, `batch ${step} of data1`);
-        const inputs2 = b === undefined ? null : toNativeBatch(b.value, `batch ${step} of data2`);
-        // step() copies the inputs before it returns, so the sources may
-        // prepare the next batch (and reuse their buffers) while it runs.
-        this.stepping = this.native.step(inputs1, inputs2);
-        upcoming = fetch();
-        const result = (await this.stepping) as NativeStep;
-        this.stepping = undefined;
-        this.batchWarnings(result);
-        if (result.skipped) {
-          summary.skipped += 1;
-        } else {
-          summary.batches += 1;
-          summary.samples += result.n;
+        if (batches.length > 0) {
+          // steps() copies the inputs before it returns, so the sources may
+          // prepare the next group (and reuse their buffers) while it runs.
+          this.stepping = this.native.steps(batches);
+          if (!ended) upcoming = fetchNext();
+          const { outcomes, error } = (await this.stepping) as NativeSteps;
+          this.stepping = undefined;
+          for (const result of outcomes) {
+            this.batchWarnings(result);
+            if (result.skipped) {
+              summary.skipped += 1;
+            } else {
+              summary.batches += 1;
+              summary.samples += result.n;
+            }
+            step += stride;
+            summary.position = step;
+            saver?.committed(step);
+            const progress: CompareProgress = {
+              batches: summary.batches,
+              samples: summary.samples,
+              skipped: summary.skipped,
+              position: step,
+            };
+            if (job) {
+              await job.batchDone(progress);
+              progress.distributed = {
+                rank: job.rank,
+                worldSize: job.worldSize,
+                ...(job.rank === 0 ? { job: job.progress } : {}),
+              };
+            }
+            onProgress?.(progress);
+          }
+          if (error) throw error;
         }
-        step += stride;
-        summary.position = step;
-        saver?.committed(step);
-        const progress: CompareProgress = {
-          batches: summary.batches,
-          samples: summary.samples,
-          skipped: summary.skipped,
-          position: step,
-        };
-        if (job) {
-          await job.batchDone(progress);
-          progress.distributed = {
-            rank: job.rank,
-            worldSize: job.worldSize,
-            ...(job.rank === 0 ? { job: job.progress } : {}),
-          };
-        }
-        onProgress?.(progress);
+        if (fetchError !== undefined) throw fetchError;
+        if (uneven) await this.unevenEnd(uneven, run, step);
       }
       await saver?.final();
     } catch (error) {

@@ -49,15 +49,26 @@ export interface CKAOptions {
    */
   precision?: 'float64' | 'float32';
   /**
-   * Intra-op threads for each model's work: libtorch's (OpenMP) and the
-   * BLAS's own pool (OpenBLAS keeps one apart from libtorch's). Default:
-   * libtorch's current setting, `runtimeInfo().threads` (`OMP_NUM_THREADS`).
+   * Intra-op threads for each batch's work: libtorch's (OpenMP) and the
+   * BLAS's own pool (OpenBLAS keeps one apart from libtorch's). Default on
+   * the CPU: 1, with a batch in flight on every core (`workers`); on a GPU,
+   * libtorch's setting, `runtimeInfo().threads`.
    */
   threads?: number;
   /**
-   * Run model 1 and model 2 at once, each on its own thread (on a GPU, its
-   * own CUDA stream), each with `threads` threads. Default: on a GPU, and on
-   * a CPU with at least 2 x `threads` cores.
+   * Batches computed at once, each on a worker thread of its own (both
+   * models, its Grams and HSIC terms; on a GPU, its own CUDA stream). They
+   * are added in batch order, so the result does not depend on this number,
+   * bit for bit. Default on the CPU: the cores this process may use
+   * (`runtimeInfo().cores`: its CPU affinity and cgroup quota) divided by
+   * `threads`; on a GPU, 2. The memory for Grams grows with it:
+   * (layers1 + layers2) x n² x 4 bytes per batch in flight.
+   */
+  workers?: number;
+  /**
+   * Run model 1 and model 2 of a batch at once, each on its own thread (on a
+   * GPU, its own CUDA stream), each with `threads` threads. Default: on a GPU
+   * only (on the CPU, batches in flight keep the cores busy).
    */
   concurrent?: boolean;
   /**

@@ -40,6 +40,7 @@ export interface NativeCKAOptions {
   label2: string;
   precision?: 'float64' | 'float32';
   threads?: number;
+  workers?: number;
   concurrent?: boolean;
   skipNonFinite?: boolean;
   measures?: string[];
@@ -47,6 +48,23 @@ export interface NativeCKAOptions {
   /** User σ per model layer index (null: from the data). */
   sigmas1?: Array<number | null>;
   sigmas2?: Array<number | null>;
+}
+
+export interface NativeTimes {
+  /** In the models' forward passes, the taps' own work excluded. */
+  forwardMs: number;
+  /** In the taps besides the Gram products: views, casts, means, centring. */
+  tapMs: number;
+  /** Gram products and the pass over each Gram (its row sums and norm). */
+  gramMs: number;
+  /** Pair products and the HSIC terms of every measure. */
+  pairMs: number;
+  /** Batches done, waiting for their turn to be added. */
+  waitMs: number;
+  /** The steps' wall-clock time. */
+  wallMs: number;
+  /** Batches timed. */
+  batches: number;
 }
 
 export interface NativeStats {
@@ -64,6 +82,15 @@ export interface NativeStats {
   threads: number;
   /** Whether the last batch ran both models at once. */
   concurrent: boolean;
+  /** Batches computed at once in the last call. */
+  workers: number;
+  /** Where the time went, in milliseconds summed over the batches (and the workers) so far. */
+  times: NativeTimes;
+}
+
+export interface NativeSteps {
+  outcomes: NativeStep[];
+  error: Error | null;
 }
 
 export interface NativeStep {
@@ -214,6 +241,13 @@ export interface NativeFullProgress {
 export interface NativeCKA {
   readonly busy: boolean;
   step(inputs1: TensorLike | TensorLike[], inputs2: TensorLike | TensorLike[] | null): Promise<NativeStep>;
+  /**
+   * Several batches, up to `workers` computed at once and added in order:
+   * the outcomes of those added or skipped, then the first failure (or null).
+   */
+  steps(batches: Array<[TensorLike | TensorLike[], TensorLike | TensorLike[] | null]>): Promise<NativeSteps>;
+  /** Batches this comparison computes at once. */
+  readonly workers: number;
   result(): NativeResult;
   stats(): NativeStats;
   /** The running step adds nothing and rejects with ABORT_ERR. */
@@ -283,12 +317,42 @@ export interface RuntimeInfo {
   threads: number;
   /** libtorch's inter-op threads. */
   interopThreads: number;
-  /** CPU cores the system reports. */
+  /** CPU cores this process may use: its CPU affinity, capped by its cgroup's CPU quota. */
   cores: number;
+  /** Hardware threads the machine reports (std::thread::hardware_concurrency). */
+  hardwareThreads: number;
   /** The BLAS found in the process for the Gram matrices, e.g. `openblas (syrk)`. */
   blas: string;
   /** Collective backends of this build for distributed compare(): 'gloo', 'nccl'. */
   distributedBackends: string[];
+}
+
+/** Benchmark only: GFLOP/s of the best of several calls on random CPU data (k = 2048). */
+export interface NativeBlasRates {
+  /** n x k float32 Gram through syrk, counted as n(n+1)·k FLOPs. */
+  ssyrkGflops: number;
+  /** (m x k)·(k x p) float32. */
+  sgemmGflops: number;
+  /** The same in float64. */
+  dgemmGflops: number;
+  threads: number;
+  n: number;
+  m: number;
+  p: number;
+  k: number;
+}
+
+/** Benchmark only: linear minibatch CKA computed the way pytorch-cka does (native/core/bench_kit.h). */
+export interface NativePeerRun {
+  rows1: string[];
+  rows2: string[];
+  /** rows1 x rows2 (null: undefined). */
+  cka: Array<Array<number | null>>;
+  /** d per row (the output flattened after the batch dimension). */
+  features1: number[];
+  features2: number[];
+  /** Wall time of the whole loop: both forwards and all the arithmetic. */
+  seconds: number;
 }
 
 export interface Binding {
@@ -296,6 +360,20 @@ export interface Binding {
   NativeCKA: new (model1: NativeModel, model2: NativeModel, options: NativeCKAOptions) => NativeCKA;
   runtimeInfo(): RuntimeInfo;
   connectGroup(config: NativeGroupConfig): Promise<NativeGroup>;
+  /** Benchmark only: sets libtorch's and the BLAS's threads (0: the current count) and leaves them so. */
+  benchBlasRates(n: number, m: number, p: number, threads: number): Promise<NativeBlasRates>;
+  /**
+   * Benchmark only: the peer-like baseline on tapped models (empty layer lists: every layer); each
+   * batch is one input of at least 4 samples. Sets the threads as benchBlasRates does.
+   */
+  peerBaseline(
+    model1: NativeModel,
+    model2: NativeModel,
+    layers1: string[],
+    layers2: string[],
+    batches: TensorLike[],
+    threads: number,
+  ): Promise<NativePeerRun>;
 }
 
 let cached: Binding | undefined;

@@ -80,8 +80,13 @@ export const COMPARE: CommandSpec = {
     name1: { type: 'string', value: 'N', description: "model 1's name (default: its file's base name)" },
     name2: { type: 'string', value: 'N', description: "model 2's name" },
     device: { type: 'string', value: 'DEV', description: 'cpu (default), cuda or cuda:N' },
-    threads: { type: 'string', value: 'N', description: "threads per model (default: libtorch's, OMP_NUM_THREADS)" },
-    sequential: { type: 'boolean', description: 'run the two models in turn, not at once' },
+    threads: { type: 'string', value: 'N', description: 'threads per batch (default on the CPU: 1)' },
+    workers: {
+      type: 'string',
+      value: 'N',
+      description: 'batches computed at once (default on the CPU: the usable cores / threads; GPU: 2)',
+    },
+    sequential: { type: 'boolean', description: 'run the two models of a batch in turn, not at once' },
     'skip-non-finite': { type: 'boolean', description: 'skip a batch with NaN/Inf in a layer (default: stop)' },
     checkpoint: {
       type: 'string',
@@ -342,6 +347,7 @@ async function compareCommand(argv: string[]): Promise<void> {
     ...pick(stringValue(values, 'name2'), 'name2'),
     ...pick(stringValue(values, 'device'), 'device'),
     ...pick(integerValue(values, 'threads', 1), 'threads'),
+    ...pick(integerValue(values, 'workers', 1), 'workers'),
     ...(values.sequential ? { concurrent: false } : {}),
     ...(values['skip-non-finite'] ? { skipNonFinite: true } : {}),
     ...pick(stringValue(values, 'checkpoint'), 'checkpoint'),
@@ -383,8 +389,10 @@ export interface CompareConfig {
   name1?: string;
   name2?: string;
   device?: string;
-  /** Threads per model; see CKAOptions.threads. */
+  /** Threads per batch; see CKAOptions.threads. */
   threads?: number;
+  /** Batches at once; see CKAOptions.workers. */
+  workers?: number;
   /** False runs the models in turn; see CKAOptions.concurrent. */
   concurrent?: boolean;
   /** See CKAOptions.skipNonFinite. */
@@ -507,6 +515,7 @@ export async function runCompare(config: CompareConfig): Promise<CompareOutcome>
       dataset1Name: data1.name,
       ...(data2 ? { dataset2Name: data2.name } : {}),
       ...(config.threads ? { threads: config.threads } : {}),
+      ...(config.workers ? { workers: config.workers } : {}),
       ...(config.concurrent === false ? { concurrent: false } : {}),
       ...(config.skipNonFinite ? { skipNonFinite: true } : {}),
       ...(config.measures ? { measures: config.measures } : {}),
