@@ -1,7 +1,42 @@
 #!/usr/bin/env node
-// npm run bench: compare() against the forward-pass floor.
+// npm run bench: compare() against the forward-pass floor and the arithmetic limit.
 //
-//   node bench/bench.js [--workloads A,B,S,C,D,M,F] [--threads 1,2] [--runs 5] [--quick] [--out FILE]
+//   node bench/bench.js [--workloads A,B,S,C,D,M,F] [--threads 1,2] [--runs 5] [--quick] [--one-core] [--out FILE]
+//
+// Workloads A, B, S (ResNets, every thread count) and C (chains of L = 50,
+// 200, 500 Linear(256) layers, n = 256, 512, 1,024, 2 batches, 1 thread, 1
+// worker; --quick leaves out 500 x 1,024) print three tables:
+//   1. time and memory: floor, compare, compare/floor, the extra peak RSS next
+//      to its bound W·(m+p)·n²·4 (W = batches in flight) and their difference
+//      (the child runs with node --expose-gc and collects each finished CKA
+//      object before the next compare, so that the peak is one compare's);
+//   2. per batch (ms), where the time went, from stats().times of the last
+//      timed compare divided by its batches: forward, taps, grams and pairs
+//      summed over the workers; wait (batches done, waiting for the ones
+//      before them to be added) and wall (the native calls' wall clock, not
+//      summed over workers), then floor, compare, limit and:
+//        limit = Gram FLOPs / syrk rate + pair FLOPs / dgemm rate, divided by
+//                the batches in flight that have cores of their own (min(W,
+//                cores/threads)); Gram FLOPs = sum over every row of both models
+//                of n(n+1)·d (≈ n²·d, the count the syrk rate is measured with;
+//                d from peerBaseline's features; Grams the engine copies from an
+//                identical tensor, stats().reusedGrams, are counted too; S counts
+//                one side, its two sides being one pass); pair FLOPs = m·p·n·(n-1);
+//                the rates come from benchBlasRates at the row's n, m, p and
+//                threads, measured in the same child after the timed rounds;
+//        cka/limit = (compare - floor) per batch / limit: the time beyond the
+//                forward passes against the arithmetic it needs;
+//        cmp/(floor+limit) = compare per batch / (floor + limit) per batch;
+//   3. the peer baseline (peerBaseline: pytorch-cka's way, eager hooks, float32
+//      Grams of uncentred features, one product for all pairs, in C++) over the
+//      same batches and rows, median of as many runs after a warm-up:
+//      compare/peer and the largest and median |ours - peer| over cells where
+//      both are numbers; with the BLAS rates and the reused Grams.
+// With A and C it also runs one core against all (A: 4 x 128; C: chain200,
+// 2 x 512): workers 1 and threads 1, pinned with `taskset -c 0` where
+// /usr/bin/taskset exists, against the defaults (workers = usable cores /
+// threads), and prints the speed-up and the default's workers. --one-core
+// pins every A, B, S and C child to core 0 (there the defaults start one worker).
 //
 // F (full batch, docs/full-batch.md) compares ResNet18 and ResNet34 blocks on
 // one evaluation set of N = 1,000 and 5,000 samples (chunks of 128) at 1
@@ -30,10 +65,13 @@
 //      optimises a graph on its first runs);
 //   4. runs `runs` rounds of floor then compare, each compare a new CKA object
 //      (no results are cached between runs), and reports medians with min and max.
+//   5. then, not timed against the floor: the peer baseline (1 warm-up and
+//      `runs` runs) and the BLAS rates for the limit.
 // The floor is the bare forward passes of both models over the same batches,
 // one after the other, in inference mode, with the same thread count (libtorch's
-// intra-op threads and the BLAS's own pool). Ratios are paired: compare / floor
-// of the same round.
+// intra-op threads and the BLAS's own pool), in as many streams at once as
+// compare() has batches in flight (W; 1 stream when W = 1). Ratios are paired:
+// compare / floor of the same round.
 'use strict';
 const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -105,9 +143,16 @@ const WORKLOADS = {
     chains: [50, 200, 500],
     shape: [256],
     batches: 2,
-    sizes: [64, 256, 1024],
+    sizes: [256, 512, 1024],
   },
 };
+
+/** One core against all (issue 17, deliverable 4): the workload's own models at one batch size. */
+const SCALING = {
+  A: { models: ['resnet18', 'resnet34'], shape: [3, 32, 32], batches: 4, n: 128 },
+  C: { models: ['chain200', 'chain200'], shape: [256], batches: 2, n: 512, layersPerSide: 200 },
+};
+const TASKSET = '/usr/bin/taskset';
 
 function parseArgs(argv) {
   const args = {
@@ -115,6 +160,7 @@ function parseArgs(argv) {
     threads: null,
     runs: 5,
     quick: false,
+    oneCore: false,
     out: path.join(ROOT, 'bench', 'results.json'),
   };
   for (let i = 0; i < argv.length; i += 1) {
@@ -127,13 +173,15 @@ function parseArgs(argv) {
     else if (a === '--threads') args.threads = value().split(',').map(Number);
     else if (a === '--runs') args.runs = Number(value());
     else if (a === '--quick') args.quick = true;
+    else if (a === '--one-core') args.oneCore = true;
     else if (a === '--out') args.out = path.resolve(value());
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
         fs
           .readFileSync(__filename, 'utf8')
           .split('\n')
-          .slice(1, 17)
+          .slice(1)
+          .filter((line, i, all) => all.slice(0, i + 1).every((l) => l.startsWith('//')))
           .join('\n')
           .replace(/^\/\/ ?/gm, '') + '\n',
       );
@@ -202,10 +250,10 @@ function plan(args) {
       continue;
     }
     if (key === 'C') {
-      const chains = args.quick ? [50, 200] : w.chains;
-      const sizes = args.quick ? [64, 256] : w.sizes;
-      for (const layers of chains) {
-        for (const n of sizes) {
+      for (const layers of w.chains) {
+        for (const n of w.sizes) {
+          // 500 x 1,024 holds 4.2 GB of Grams per batch and takes minutes.
+          if (args.quick && layers === 500 && n === 1024) continue;
           configs.push({
             workload: key,
             title: w.title,
@@ -214,12 +262,15 @@ function plan(args) {
             batches: w.batches,
             n,
             threads: 1,
+            workers: 1,
             concurrent: false,
             runs: Math.min(args.runs, 3),
             layersPerSide: layers,
+            pin: args.oneCore,
           });
         }
       }
+      configs.push(...scalingConfigs(key, args));
       continue;
     }
     for (const n of w.sizes) {
@@ -239,12 +290,37 @@ function plan(args) {
             runs: args.runs,
             layers: w.layers,
             same: Boolean(w.same),
+            pin: args.oneCore,
           });
         }
       }
     }
+    if (key === 'A') configs.push(...scalingConfigs(key, args));
   }
   return configs;
+}
+
+/**
+ * Workload A's or C's one core against all: workers 1 and threads 1 (pinned
+ * to core 0 where taskset exists), then the defaults (pinned with --one-core).
+ */
+function scalingConfigs(key, args) {
+  const s = SCALING[key];
+  const base = {
+    workload: key,
+    title: `${key}: one core against all`,
+    models: s.models,
+    shape: s.shape,
+    batches: s.batches,
+    n: s.n,
+    concurrent: false,
+    runs: key === 'C' ? Math.min(args.runs, 3) : args.runs,
+    ...(s.layersPerSide ? { layersPerSide: s.layersPerSide } : {}),
+  };
+  return [
+    { ...base, scaling: 'one', threads: 1, workers: 1, pin: true },
+    { ...base, scaling: 'default', threads: null, workers: null, pin: args.oneCore },
+  ];
 }
 
 const median = (xs) => {
@@ -302,7 +378,7 @@ async function distributedChild(config) {
   const { CKA } = require(path.join(ROOT, 'dist'));
   const { m1, m2 } = await loadModels(config);
   const batches = makeBatches(config);
-  const options = { threads: 1, concurrent: false, onWarning: () => {} };
+  const options = { threads: 1, workers: 1, concurrent: false, onWarning: () => {} };
   await new CKA(m1, m2, options).compare(batches.slice(0, 2)); // warm-up, not timed
   const cka = new CKA(m1, m2, options);
   const distributed = process.env.WORLD_SIZE ? { distributed: true } : {};
@@ -420,38 +496,85 @@ function distributedTable(d) {
   ].join('\n');
 }
 
-/** Runs in the child: one configuration, printed as one JSON line. */
+/**
+ * Frees finished CKA objects (with node --expose-gc), so that each compare's
+ * peak RSS is its own: a CKA object keeps its last batch's Gram buffers until
+ * it is collected, and without this the next compare's peak holds both.
+ */
+async function collect() {
+  if (typeof global.gc !== 'function') return;
+  global.gc();
+  await new Promise((resolve) => setImmediate(resolve));
+  global.gc();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+/** Our row names as peerBaseline takes them: `name#1` for a first call (`name` alone means every call). */
+const peerName = (row) => (/#\d+$/.test(row) ? row : `${row}#1`);
+
+/** The largest |a - b| over cells where both are numbers, b's cells found by row and column name. */
+function maxDifference(ours, rows1, rows2, peer) {
+  const i1 = new Map(peer.rows1.map((name, i) => [name, i]));
+  const i2 = new Map(peer.rows2.map((name, j) => [name, j]));
+  let diff = 0;
+  const all = [];
+  ours.forEach((row, i) =>
+    row.forEach((v, j) => {
+      const q = peer.cka[i1.get(rows1[i])]?.[i2.get(rows2[j])];
+      if (typeof v !== 'number' || typeof q !== 'number') return;
+      diff = Math.max(diff, Math.abs(v - q));
+      all.push(Math.abs(v - q));
+    }),
+  );
+  return { diff, median: all.length > 0 ? median(all) : null, cells: all.length };
+}
+
+/**
+ * Runs in the child: one configuration, printed as one JSON line. A null
+ * threads or workers leaves the option out (the package's default).
+ */
 async function child(config) {
-  const { CKA } = require(path.join(ROOT, 'dist'));
+  const { CKA, runtimeInfo } = require(path.join(ROOT, 'dist'));
+  const native = require(path.join(ROOT, 'dist', 'native', 'binding')).binding();
   const { plain, m1, m2 } = await loadModels(config, { plain: true });
+  const cores = runtimeInfo().cores;
+  // The package's defaults on the CPU: 1 thread, usable cores / threads workers.
+  const threads = config.threads ?? 1;
+  const workers = config.workers ?? Math.max(1, Math.floor(cores / threads));
 
   // Inputs from a fixed seed, the same for floor and compare.
   const batches = makeBatches(config);
 
+  // W streams at once (batch i in stream i mod W), as compare() has W batches in flight.
+  const streams = Math.min(workers, batches.length);
   const floor = async () => {
     const t = performance.now();
-    for (const batch of batches) {
-      await plain[0].forwardOnly(batch, config.threads);
-      if (!config.same) await plain[1].forwardOnly(batch, config.threads);
-    }
+    await Promise.all(
+      Array.from({ length: streams }, async (_, s) => {
+        for (let i = s; i < batches.length; i += streams) {
+          await plain[0].forwardOnly(batches[i], threads);
+          if (!config.same) await plain[1].forwardOnly(batches[i], threads);
+        }
+      }),
+    );
     return performance.now() - t;
   };
   const layers = config.layers ? { model1Layers: config.layers, model2Layers: config.layers } : {};
   let stats;
-  let rows;
+  let result;
   const compare = async () => {
     const t = performance.now();
     const cka = new CKA(m1, m2, {
-      threads: config.threads,
+      ...(config.threads != null ? { threads: config.threads } : {}),
+      ...(config.workers != null ? { workers: config.workers } : {}),
       concurrent: config.concurrent,
       onWarning: () => {},
       ...layers,
     });
     await cka.compare(batches);
-    const result = cka.export();
+    result = cka.export();
     const ms = performance.now() - t;
     stats = cka.stats();
-    rows = [result.model1Layers.length, result.model2Layers.length];
     return ms;
   };
 
@@ -465,31 +588,105 @@ async function child(config) {
   }
   const rssBefore = process.resourceUsage().maxRSS * 1024;
   await compare(); // warm-up, not timed
+  await collect();
+  const rssWarmup = process.resourceUsage().maxRSS * 1024;
   const floors = [];
   const compares = [];
   const ratios = [];
   for (let r = 0; r < config.runs; r += 1) {
     const f = await floor();
     const c = await compare();
+    await collect();
     floors.push(f);
     compares.push(c);
     ratios.push(c / f);
   }
   const rssAfter = process.resourceUsage().maxRSS * 1024;
-  const samples = config.n * config.batches;
+  const rows = [result.model1Layers.length, result.model2Layers.length];
+
+  // The peer over the same batches and rows: 1 warm-up, then as many runs.
+  const peerLayers = [result.model1Layers.map(peerName), result.model2Layers.map(peerName)];
+  const peerRun = async () => {
+    const t = performance.now();
+    const run = await native.peerBaseline(m1.native, m2.native, peerLayers[0], peerLayers[1], batches, threads);
+    return { ms: performance.now() - t, run };
+  };
+  await peerRun();
+  const peerRuns = [];
+  for (let r = 0; r < config.runs; r += 1) peerRuns.push(await peerRun());
+  const peer = peerRuns[peerRuns.length - 1].run;
+  const vsPeer = maxDifference(result.cka, result.model1Layers, result.model2Layers, peer);
+
+  // The arithmetic limit per batch, at the BLAS rates of this n, m, p and thread count.
   const n = config.n;
+  const rates = await native.benchBlasRates(n, rows[0], rows[1], threads);
+  const d = [
+    new Map(peer.rows1.map((name, i) => [name, peer.features1[i]])),
+    new Map(peer.rows2.map((name, j) => [name, peer.features2[j]])),
+  ];
+  const features = (side) =>
+    result[side ? 'model2Layers' : 'model1Layers'].reduce((sum, row) => sum + (d[side].get(row) ?? NaN), 0);
+  const gramFlops = n * (n + 1) * (features(0) + (config.same ? 0 : features(1)));
+  const pairFlops = rows[0] * rows[1] * n * (n - 1);
+  const parallel = Math.max(1, Math.min(stats.workers ?? workers, Math.floor(cores / (stats.threads ?? threads))));
+  const gramLimitMs = (gramFlops / (rates.ssyrkGflops * 1e9) / parallel) * 1000;
+  const pairLimitMs = (pairFlops / (rates.dgemmGflops * 1e9) / parallel) * 1000;
+  const limitMs = gramLimitMs + pairLimitMs;
+
+  const perBatch = (ms) => ms / config.batches;
+  const times = stats.times;
+  const timed = (key) => (typeof times?.[key] === 'number' && times.batches > 0 ? times[key] / times.batches : null);
+  const floorPerBatch = perBatch(median(floors));
+  const comparePerBatch = perBatch(median(compares));
+  const peerMs = stat(peerRuns.map((x) => x.ms));
+  const samples = n * config.batches;
+  const boundBytes = (stats.workers ?? workers) * (rows[0] + rows[1]) * n * n * 4;
   return {
     ...config,
+    cores,
     rows,
     floorMs: stat(floors),
     compareMs: stat(compares),
     ratio: stat(ratios),
+    floorStreams: streams,
     samplesPerSecond: (samples / median(compares)) * 1000,
     floorSamplesPerSecond: (samples / median(floors)) * 1000,
     peakRssBytes: rssAfter,
     extraPeakRssBytes: rssAfter - rssBefore,
-    boundBytes: (rows[0] + rows[1]) * n * n * 4,
+    warmupExtraPeakRssBytes: rssWarmup - rssBefore,
+    boundBytes,
+    extraOverBoundBytes: rssAfter - rssBefore - boundBytes,
     stats,
+    breakdown: {
+      forward: timed('forwardMs'),
+      taps: timed('tapMs'),
+      grams: timed('gramMs'),
+      pairs: timed('pairMs'),
+      wait: timed('waitMs'),
+      wall: timed('wallMs'),
+      batches: times?.batches ?? null,
+    },
+    limit: {
+      ms: limitMs,
+      gramMs: gramLimitMs,
+      pairMs: pairLimitMs,
+      gramFlops,
+      pairFlops,
+      features: [features(0), features(1)],
+      parallel,
+      rates,
+    },
+    floorPerBatchMs: floorPerBatch,
+    comparePerBatchMs: comparePerBatch,
+    ckaPerBatchMs: comparePerBatch - floorPerBatch,
+    ckaOverLimit: (comparePerBatch - floorPerBatch) / limitMs,
+    compareOverFloorLimit: comparePerBatch / (floorPerBatch + limitMs),
+    peerMs,
+    peerSeconds: stat(peerRuns.map((x) => x.run.seconds)),
+    ratioPeer: median(compares) / peerMs.median,
+    peerMaxDifference: vsPeer.diff,
+    peerMedianDifference: vsPeer.median,
+    peerCells: vsPeer.cells,
   };
 }
 
@@ -502,7 +699,14 @@ async function measuresChild(config) {
   let rows;
   const time = async (measures) => {
     const t = performance.now();
-    const cka = new CKA(m1, m2, { threads: 1, concurrent: false, onWarning: () => {}, measures, ...layers });
+    const cka = new CKA(m1, m2, {
+      threads: 1,
+      workers: 1,
+      concurrent: false,
+      onWarning: () => {},
+      measures,
+      ...layers,
+    });
     await cka.compare(batches);
     const result = cka.export();
     rows = [result.model1Layers.length, result.model2Layers.length];
@@ -649,38 +853,176 @@ function columns(lines) {
     .join('\n');
 }
 
+/** The workload column: A, or `A 1 core` / `A default` for the one-core-against-all rows. */
+const rowLabel = (r) =>
+  r.scaling ? `${r.workload} ${r.scaling === 'one' ? '1 core' : 'default'}${r.pin ? ' pinned' : ''}` : r.workload;
+const threadsWorkers = (r) => `${r.stats.threads}x${r.stats.workers ?? '?'}`;
+const ms1 = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(1) : '-');
+
+/** Table 1: time and memory. */
 function table(results) {
   const header = [
     'workload',
     'rows',
     'batch',
     'threads',
+    'workers',
     'models',
     'floor ms',
     'compare ms',
     'compare/floor',
     'samples/s',
     'extra peak RSS',
+    'W(m+p)n²4',
+    'extra-bound',
     'Grams',
     'sums',
-    '(m+p)n²4',
   ];
   const lines = [header];
   for (const r of results) {
     lines.push([
-      r.workload,
+      rowLabel(r),
       `${r.rows[0]}x${r.rows[1]}`,
       String(r.n),
-      String(r.threads),
+      String(r.stats.threads),
+      String(r.stats.workers ?? '?'),
       r.same ? 'one pass' : r.concurrent ? 'at once' : 'in turn',
       range(r.floorMs, 0),
       range(r.compareMs, 0),
       range(r.ratio, 3),
       r.samplesPerSecond.toFixed(0),
       mb(r.extraPeakRssBytes),
+      mb(r.boundBytes),
+      mb(r.extraOverBoundBytes),
       mb(r.stats.gramBytes),
       mb(r.stats.accumulatorBytes),
-      mb(r.boundBytes),
+    ]);
+  }
+  return columns(lines);
+}
+
+/** Table 2: per batch, where the time went (summed over the workers) and the arithmetic limit. */
+function breakdownTable(results) {
+  const lines = [
+    [
+      'workload',
+      'rows',
+      'batch',
+      'thr x W',
+      'forward',
+      'taps',
+      'grams',
+      'pairs',
+      'wait',
+      'wall',
+      'floor',
+      'compare',
+      'limit (Grams+pairs)',
+      'cka/limit',
+      'cmp/(floor+limit)',
+    ],
+  ];
+  for (const r of results) {
+    const b = r.breakdown;
+    lines.push([
+      rowLabel(r),
+      `${r.rows[0]}x${r.rows[1]}`,
+      String(r.n),
+      threadsWorkers(r),
+      ms1(b.forward),
+      ms1(b.taps),
+      ms1(b.grams),
+      ms1(b.pairs),
+      ms1(b.wait),
+      ms1(b.wall),
+      ms1(r.floorPerBatchMs),
+      ms1(r.comparePerBatchMs),
+      `${ms1(r.limit.ms)} (${ms1(r.limit.gramMs)}+${ms1(r.limit.pairMs)})`,
+      r.ckaOverLimit.toFixed(2),
+      r.compareOverFloorLimit.toFixed(2),
+    ]);
+  }
+  return columns(lines);
+}
+
+/** Table 3: against the peer baseline, with the BLAS rates of the limit. */
+function peerTable(results) {
+  const lines = [
+    [
+      'workload',
+      'rows',
+      'batch',
+      'thr x W',
+      'compare ms',
+      'peer ms',
+      'compare/peer',
+      'max |ours-peer|',
+      'median',
+      'syrk GF/s',
+      'dgemm GF/s',
+      'reused Grams',
+    ],
+  ];
+  for (const r of results) {
+    lines.push([
+      rowLabel(r),
+      `${r.rows[0]}x${r.rows[1]}`,
+      String(r.n),
+      threadsWorkers(r),
+      range(r.compareMs, 0),
+      range(r.peerMs, 0),
+      r.ratioPeer.toFixed(2),
+      r.peerCells > 0 ? r.peerMaxDifference.toExponential(2) : '-',
+      r.peerCells > 0 ? r.peerMedianDifference.toExponential(2) : '-',
+      r.limit.rates.ssyrkGflops.toFixed(1),
+      r.limit.rates.dgemmGflops.toFixed(1),
+      String(r.stats.reusedGrams ?? '?'),
+    ]);
+  }
+  return columns(lines);
+}
+
+/** One core against all: per workload, compare(1 worker, 1 thread) / compare(defaults). */
+function scalingSummary(results) {
+  const out = [];
+  for (const key of Object.keys(SCALING)) {
+    const one = results.find((r) => r.workload === key && r.scaling === 'one');
+    const all = results.find((r) => r.workload === key && r.scaling === 'default');
+    if (!one || !all) continue;
+    out.push({
+      workload: key,
+      models: one.models,
+      rows: one.rows,
+      n: one.n,
+      batches: one.batches,
+      onePinned: one.pin,
+      oneMs: one.compareMs,
+      oneWorkers: one.stats.workers,
+      defaultPinned: all.pin,
+      defaultMs: all.compareMs,
+      defaultWorkers: all.stats.workers,
+      defaultThreads: all.stats.threads,
+      defaultCores: all.cores,
+      speedup: one.compareMs.median / all.compareMs.median,
+    });
+  }
+  return out;
+}
+
+function scalingTable(summary) {
+  const pinned = (p) => (p ? ' (taskset -c 0)' : '');
+  const lines = [
+    ['workload', 'rows', 'batches', '1 worker, 1 thread ms', 'defaults ms', 'default thr x W', 'speed-up'],
+  ];
+  for (const s of summary) {
+    lines.push([
+      s.workload,
+      `${s.rows[0]}x${s.rows[1]}`,
+      `${s.batches} x ${s.n}`,
+      `${range(s.oneMs, 0)}${pinned(s.onePinned)}`,
+      `${range(s.defaultMs, 0)}${pinned(s.defaultPinned)}`,
+      `${s.defaultThreads}x${s.defaultWorkers} of ${s.defaultCores} cores`,
+      `${s.speedup.toFixed(2)}x`,
     ]);
   }
   return columns(lines);
@@ -705,6 +1047,8 @@ async function main() {
   const { runtimeInfo } = require(path.join(ROOT, 'dist'));
   const info = runtimeInfo();
   const configs = plan(args);
+  const pin = fs.existsSync(TASKSET);
+  if (!pin && configs.some((c) => c.pin)) console.log(`bench: no ${TASKSET}, so the one-core rows run unpinned`);
   console.log(
     `bench: ${configs.length} configurations, ${args.runs} timed runs each after 1 warm-up run (not timed); ` +
       `libtorch ${info.libtorchVersion}, ${info.cores} cores, BLAS ${info.blas}, node ${process.version}`,
@@ -716,18 +1060,29 @@ async function main() {
     const label =
       config.workload === 'F'
         ? `F N=${config.samples} ${config.measures} measures`
-        : `${config.workload} n=${config.n} threads=${config.threads} ${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measureSets ? ' measure sets' : ''}`;
+        : `${config.workload}${config.layersPerSide ? ` L=${config.layersPerSide}` : ''} n=${config.n} ` +
+          `threads=${config.threads ?? 'default'}${config.workload === 'M' ? '' : ` workers=${config.workers ?? 'default'}`} ` +
+          `${config.same ? 'self' : config.concurrent ? 'concurrent' : 'sequential'}${config.measureSets ? ' measure sets' : ''}` +
+          `${config.pin && pin ? ' (taskset -c 0)' : ''}`;
     process.stdout.write(`  ${label} ...`);
-    const env = {
-      ...process.env,
-      OMP_NUM_THREADS: String(config.threads),
-      OPENBLAS_NUM_THREADS: String(config.threads),
-    };
-    const out = execFileSync(process.execPath, [__filename, '--child', JSON.stringify(config)], {
-      env,
-      encoding: 'utf8',
-      maxBuffer: 1 << 24,
-    });
+    // The package's default is 1 thread on the CPU.
+    const threads = String(config.threads ?? 1);
+    const env = { ...process.env, OMP_NUM_THREADS: threads, OPENBLAS_NUM_THREADS: threads };
+    // --expose-gc: the child frees each finished CKA object before the next compare (see collect()).
+    const command = [
+      '--expose-gc',
+      __filename,
+      '--child',
+      JSON.stringify({ ...config, pin: Boolean(config.pin && pin) }),
+    ];
+    const out =
+      config.pin && pin
+        ? execFileSync(TASKSET, ['-c', '0', process.execPath, ...command], {
+            env,
+            encoding: 'utf8',
+            maxBuffer: 1 << 24,
+          })
+        : execFileSync(process.execPath, command, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
     const result = JSON.parse(out.trim().split('\n').pop());
     if (result.workload === 'F') {
       full.push(result);
@@ -740,7 +1095,10 @@ async function main() {
       continue;
     }
     results.push(result);
-    process.stdout.write(` ratio ${result.ratio.median.toFixed(3)}\n`);
+    process.stdout.write(
+      ` ratio ${result.ratio.median.toFixed(3)}, cka/limit ${result.ckaOverLimit.toFixed(2)}, ` +
+        `compare/peer ${result.ratioPeer.toFixed(2)}, workers ${result.stats.workers}\n`,
+    );
   }
   if (measures.length > 0) console.log(`\n${measuresTable(measures)}\n`);
   if (full.length > 0) {
@@ -749,11 +1107,28 @@ async function main() {
       'full batch: 1 thread; forward floor: both models bare over the N samples; estimate: the memory estimate.',
     );
   }
+  const scaling = scalingSummary(results);
   if (results.length > 0) {
     console.log(`\n${table(results)}\n`);
     console.log(
-      "floor: both models' bare forward passes in turn (inference mode, same threads); ratios are per round, median [min-max].",
+      "floor: both models' bare forward passes in turn (inference mode, same threads, W streams); ratios are per round, " +
+        "median [min-max]; extra peak RSS: over the models' own inference, next to the bound W(m+p)n²4 (W: workers).",
     );
+    console.log(`\n${breakdownTable(results)}\n`);
+    console.log(
+      'per batch, ms: forward, taps, grams, pairs from stats().times of the last timed compare, summed over the workers ' +
+        '(wait, wall: as the engine counts them); limit = Gram FLOPs / syrk rate + pair FLOPs / dgemm rate over ' +
+        'min(W, cores/threads), every row counted; cka/limit = (compare - floor) / limit.',
+    );
+    console.log(`\n${peerTable(results)}\n`);
+    console.log(
+      "peer: pytorch-cka's way in C++ (hooks, float32 Grams of uncentred features, one product for all pairs), " +
+        'same batches and rows, median of as many runs; max |ours-peer| over cells where both are numbers.',
+    );
+  }
+  if (scaling.length > 0) {
+    console.log(`\n${scalingTable(scaling)}\n`);
+    console.log('speed-up: compare(1 worker, 1 thread) / compare(defaults), medians.');
   }
   let distributed = null;
   if (args.workloads.includes('D')) {
@@ -768,6 +1143,7 @@ async function main() {
     node: process.version,
     runs: args.runs,
     results,
+    ...(scaling.length > 0 ? { scaling } : {}),
     ...(measures.length > 0 ? { measures } : {}),
     ...(full.length > 0 ? { fullBatch: full } : {}),
     ...(distributed ? { distributed } : {}),

@@ -273,13 +273,14 @@ Napi::Function NativeCKA::Init(Napi::Env env) {
   return DefineClass(
       env, "NativeCKA",
       {InstanceMethod<&NativeCKA::Step>("step"), InstanceMethod<&NativeCKA::Steps>("steps"),
-       InstanceAccessor<&NativeCKA::Workers>("workers"), InstanceMethod<&NativeCKA::Result>("result"),
-       InstanceMethod<&NativeCKA::Stats>("stats"), InstanceMethod<&NativeCKA::Cancel>("cancel"),
-       InstanceMethod<&NativeCKA::State>("state"), InstanceMethod<&NativeCKA::Restore>("restore"),
-       InstanceMethod<&NativeCKA::Reset>("reset"), InstanceMethod<&NativeCKA::Calibrate>("calibrate"),
-       InstanceMethod<&NativeCKA::Sigmas>("sigmas"), InstanceAccessor<&NativeCKA::Busy>("busy"),
-       InstanceMethod<&NativeCKA::FullAppend>("fullAppend"), InstanceMethod<&NativeCKA::FullRun>("fullRun"),
-       InstanceMethod<&NativeCKA::FullProgress>("fullProgress"), InstanceMethod<&NativeCKA::FullClear>("fullClear")});
+       InstanceAccessor<&NativeCKA::Workers>("workers"), InstanceMethod<&NativeCKA::Trim>("trim"),
+       InstanceMethod<&NativeCKA::Result>("result"), InstanceMethod<&NativeCKA::Stats>("stats"),
+       InstanceMethod<&NativeCKA::Cancel>("cancel"), InstanceMethod<&NativeCKA::State>("state"),
+       InstanceMethod<&NativeCKA::Restore>("restore"), InstanceMethod<&NativeCKA::Reset>("reset"),
+       InstanceMethod<&NativeCKA::Calibrate>("calibrate"), InstanceMethod<&NativeCKA::Sigmas>("sigmas"),
+       InstanceAccessor<&NativeCKA::Busy>("busy"), InstanceMethod<&NativeCKA::FullAppend>("fullAppend"),
+       InstanceMethod<&NativeCKA::FullRun>("fullRun"), InstanceMethod<&NativeCKA::FullProgress>("fullProgress"),
+       InstanceMethod<&NativeCKA::FullClear>("fullClear")});
 }
 
 NativeCKA::NativeCKA(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCKA>(info) {
@@ -499,6 +500,15 @@ Napi::Value NativeCKA::Steps(const Napi::CallbackInfo& info) {
           busy_ = false;
           Unref();
         });
+  });
+}
+
+Napi::Value NativeCKA::Trim(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    RequireIdle(env, "free the Gram buffers");
+    engine_->trim();
+    return env.Undefined();
   });
 }
 

@@ -21,6 +21,7 @@ class NativeCKA : public Napi::ObjectWrap<NativeCKA> {
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value Steps(const Napi::CallbackInfo& info);
   Napi::Value Workers(const Napi::CallbackInfo& info);
+  Napi::Value Trim(const Napi::CallbackInfo& info);
   // result(): { rows1, rows2, cka, self1, self2, samples, batches, skipped, warnings }
   Napi::Value Result(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);

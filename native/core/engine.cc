@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -51,7 +52,10 @@ CKAEngine::CKAEngine(std::shared_ptr<Model> model1, std::shared_ptr<Model> model
   // batches on two streams, libtorch's threads for the host side.
   const bool cpu = sides_[0].model->device().is_cpu();
   threads_ = config_.threads > 0 ? config_.threads : cpu ? 1 : at::get_num_threads();
-  workers_ = config_.workers > 0 ? config_.workers : cpu ? std::max(1, usable_cores() / threads_) : 2;
+  // Ranks started together on one machine (torch-cka launch, torchrun: LOCAL_WORLD_SIZE) share its cores.
+  int local_ranks = 1;
+  if (const char* local = std::getenv("LOCAL_WORLD_SIZE")) local_ranks = std::max(1, std::atoi(local));
+  workers_ = config_.workers > 0 ? config_.workers : cpu ? std::max(1, usable_cores() / local_ranks / threads_) : 2;
   sides_[0].views = config_.views1;
   sides_[1].views = config_.views2;
   for (const Side& side : sides_) {
@@ -110,6 +114,12 @@ double ms_since(Clock::time_point start) {
 // The rows' Grams (and their statistics) in row order, one per row.
 GramBatch compact(GramBatch batch) {
   if (batch.rows.empty() || !batch.grams.defined()) return batch;
+  bool in_order = static_cast<int64_t>(batch.rows.size()) == batch.grams.size(0);
+  for (size_t r = 0; in_order && r < batch.rows.size(); ++r) in_order = batch.rows[r] == static_cast<int64_t>(r);
+  if (in_order) {  // already one Gram per row, in row order: nothing to copy
+    batch.rows.clear();
+    return batch;
+  }
   const at::Tensor index = at::tensor(batch.rows, at::TensorOptions().dtype(at::kLong));
   const auto pick = [&](const at::Tensor& t) { return t.defined() ? t.index_select(0, index.to(t.device())) : t; };
   GramBatch out;
@@ -459,6 +469,12 @@ at::Tensor CKAEngine::take_spare(int side) {
   return out;
 }
 
+void CKAEngine::trim() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  spares_[0].clear();
+  spares_[1].clear();
+}
+
 void CKAEngine::give_spare(int side, at::Tensor grams) {
   // Only memory no other tensor holds.
   if (!grams.defined() || grams.use_count() != 1 || grams.storage().use_count() != 1) return;
@@ -608,6 +624,7 @@ std::vector<StepOutcome> CKAEngine::steps(const std::vector<BatchInput>& batches
     std::atomic<size_t> next{0};
     std::vector<std::thread> pool;
     std::vector<std::atomic<bool>> done(count);
+    std::vector<Clock::time_point> finished_at(count);
     for (auto& d : done) d = false;
     std::mutex m;
     std::condition_variable finished;
@@ -618,18 +635,19 @@ std::vector<StepOutcome> CKAEngine::steps(const std::vector<BatchInput>& batches
           {
             std::lock_guard<std::mutex> lock(m);
             done[i] = true;
+            finished_at[i] = Clock::now();
           }
           finished.notify_all();
         }
       });
     }
     for (size_t i = 0; i < batches.size(); ++i) {
-      const auto waiting = Clock::now();
       if (i < count) {
         std::unique_lock<std::mutex> lock(m);
         finished.wait(lock, [&] { return done[i].load(); });
+        // Done, and waiting for the batches before it to be added.
+        work[i].times.wait_ms += ms_since(finished_at[i]);
       }
-      if (i < count) work[i].times.wait_ms += ms_since(waiting);
       attempted();
       if (failed[i]) {
         *error = failed[i];

@@ -53,8 +53,8 @@ struct EngineTimes {
   double tap_ms = 0;      // in the taps besides the Gram products: views, casts, means, centring
   double gram_ms = 0;     // Gram products (syrk) and the pass that takes their diagonals, row sums and norms
   double pair_ms = 0;     // pair products and the HSIC terms of every measure
-  double wait_ms = 0;     // batches done, waiting for their turn to be added (or for the first batch's rows and σ)
-  double wall_ms = 0;     // the steps' wall-clock time
+  double wait_ms = 0;     // batches done, waiting for the ones before them to be added
+  double wall_ms = 0;     // the steps() calls' wall-clock time (not summed over workers)
   int64_t batches = 0;    // batches timed (skipped ones too)
 };
 
@@ -199,6 +199,8 @@ class CKAEngine {
   std::vector<StepOutcome> steps(const std::vector<BatchInput>& batches, std::exception_ptr* error);
   // Batches in flight at once.
   int workers() const { return workers_; }
+  // Frees the Gram buffers kept for the next batches (the end of a compare() call).
+  void trim();
   // Runs one batch only to fix the rows and RBF σ as if it were the first
   // accumulated one, adding nothing (a distributed rank other than 0 runs the
   // stream's batch 0 this way, so that every rank uses the same σ). Only

@@ -5,6 +5,7 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/sub.h>
 #include <ATen/ops/zeros.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -303,6 +304,19 @@ void reduce_cpu(const at::Tensor& x, int64_t n, GramBatch& out, int64_t slot, at
 
 }  // namespace
 
+void advise_huge_pages(const at::Tensor& tensor) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = 2u << 20;
+  if (!tensor.defined() || !tensor.device().is_cpu()) return;
+  const auto start = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const uintptr_t end = start + static_cast<uintptr_t>(tensor.numel()) * tensor.element_size();
+  const uintptr_t first = (start + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
+  if (last >= first + 2 * kHuge) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)tensor;
+#endif
+}
+
 void allocate_gram_stats(GramBatch& batch, int64_t slots, int64_t n) {
   const auto options = at::TensorOptions().dtype(at::kDouble);
   batch.spreads = at::zeros({slots}, options);
@@ -412,6 +426,7 @@ void GramCollector::ensure_buffer() {
     buffer_.grams = at::empty({0}, options).set_(spare_.storage(), 0, {count, n_, n_}, {n_ * n_, n_, 1});
   } else {
     buffer_.grams = at::empty({count, n_, n_}, options);
+    advise_huge_pages(buffer_.grams);
   }
   spare_ = at::Tensor();
   buffer_.mean_norms = at::empty({count}, options);
@@ -468,6 +483,7 @@ int64_t GramCollector::next_slot() {
     const auto options = at::TensorOptions().dtype(dtype_).device(device_);
     GramBatch bigger;
     bigger.grams = at::empty({grown, n_, n_}, options);
+    advise_huge_pages(bigger.grams);
     bigger.mean_norms = at::empty({grown}, options);
     allocate_gram_stats(bigger, grown, n_);
     if (!device_.is_cpu()) {

@@ -82,6 +82,12 @@ void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, 
 // The same into a bare Gram and ||mean||² (no spread or sums: hsic.cc makes those).
 void reduce_to_gram(const at::Tensor& feature, int64_t n, at::ScalarType dtype, at::Tensor gram, at::Tensor mean_norm,
                     at::Tensor* workspace = nullptr);
+// A CPU tensor's memory is asked to be backed by huge pages where the kernel
+// offers them on request (transparent huge pages in "madvise" mode): a fresh
+// Gram buffer of hundreds of megabytes otherwise costs one page fault per 4 KB
+// on its first write. Call before anything is written into it; a no-op
+// elsewhere and for small tensors.
+void advise_huge_pages(const at::Tensor& tensor);
 // Allocates `batch`'s per-slot float64 statistics for `slots` slots of n samples.
 void allocate_gram_stats(GramBatch& batch, int64_t slots, int64_t n);
 

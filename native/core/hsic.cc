@@ -190,6 +190,7 @@ at::Tensor pack_panel(const at::Tensor& grams, int64_t i0, int64_t i1, int64_t w
   const int64_t size = grams.size(0) * width;
   if (buffer == nullptr || !buffer->defined() || buffer->numel() < size || buffer->scalar_type() != dtype) {
     at::Tensor fresh = at::empty({size}, at::TensorOptions().dtype(dtype));
+    advise_huge_pages(fresh);
     if (buffer != nullptr) *buffer = fresh;
     return pack_panel_into(grams, i0, i1, fresh.view({grams.size(0), width}), dtype);
   }

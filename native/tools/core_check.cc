@@ -4,8 +4,8 @@
 //   tcka-core-check selftest [--device cuda]
 //   tcka-core-check compare M1.pt M2.pt --shape 3,32,32 [--batch 32] [--batches 4]
 //       [--device cpu|cuda] [--check-device cpu] [--layers1 a,b] [--layers2 c,d]
-//       [--threads N] [--concurrent 0|1] [--repeat 3] [--check-batches 2] [--json out.json]
-//   tcka-core-check bench M1.pt M2.pt --shape 256 [--batch 512] [--batches 2] [--threads 1]
+//       [--threads N] [--workers N] [--concurrent 0|1] [--repeat 3] [--check-batches 2] [--json out.json]
+//   tcka-core-check bench M1.pt M2.pt --shape 256 [--batch 512] [--batches 2] [--threads 1] [--workers 1]
 //       [--layers1 a,b] [--layers2 c,d] [--repeat 3] [--json out.json]
 //
 // selftest compares the all-pairs HSIC against plain float64 loops of
@@ -151,9 +151,8 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
   config.threads = threads;
   const bool gpu = device != "cpu";
-  config.concurrent = opt.count("concurrent")
-                          ? opt["concurrent"] == "1"
-                          : gpu || std::thread::hardware_concurrency() >= 2u * static_cast<unsigned>(threads);
+  config.concurrent = opt.count("concurrent") ? opt["concurrent"] == "1" : gpu;
+  if (opt.count("workers")) config.workers = std::stoi(opt["workers"]);
 
   auto load_pair = [&](const std::string& dev, bool instrument) {
     auto m1 = Model::load(files[0], dev, instrument);
@@ -176,12 +175,19 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
     synchronize(d);
     return seconds_since(t0);
   };
+  EngineStats last_stats;
   auto compare_once = [&](const std::vector<at::Tensor>& data, std::shared_ptr<Model> m1, std::shared_ptr<Model> m2,
                           CKAResult* out) {
     CKAEngine engine(std::move(m1), std::move(m2), config);
     auto t0 = std::chrono::steady_clock::now();
-    for (const auto& x : data) engine.step({x}, nullptr);
+    // All batches in one call: `workers` of them in flight (on a GPU, each on a stream of its own).
+    std::vector<BatchInput> all;
+    for (const auto& x : data) all.push_back({{x}, {}, false});
+    std::exception_ptr error;
+    engine.steps(all, &error);
+    if (error) std::rethrow_exception(error);
     *out = engine.result();  // reads the sums back: waits for the device
+    last_stats = engine.stats();
     return seconds_since(t0);
   };
 
@@ -205,6 +211,15 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
               f.min, f.max, repeat);
   std::printf("compare (CKA)          median %.4f s (min %.4f, max %.4f)\n", c.median, c.min, c.max);
   std::printf("ratio compare/floor    median %.3f (min %.3f, max %.3f), per run\n", q.median, q.min, q.max);
+  {
+    const EngineTimes& t = last_stats.times;
+    const double per = t.batches > 0 ? 1.0 / static_cast<double>(t.batches) : 0.0;
+    std::printf(
+        "last run: %d batch(es) in flight, %d thread(s) each; per batch (ms, summed over workers): forward %.2f, taps "
+        "%.2f, grams %.2f, pairs %.2f, wait %.2f; wall per batch %.2f\n",
+        last_stats.workers, last_stats.threads, t.forward_ms * per, t.tap_ms * per, t.gram_ms * per, t.pair_ms * per,
+        t.wait_ms * per, t.wall_ms * per);
+  }
 
   double max_diff = -1;
   if (opt.count("check-device")) {
@@ -233,8 +248,11 @@ int compare(std::map<std::string, std::string> opt, const std::vector<std::strin
   if (opt.count("json")) {
     std::ofstream out(opt["json"]);
     out << "{\"device\":\"" << device << "\",\"threads\":" << threads
-        << ",\"concurrent\":" << (config.concurrent ? "true" : "false") << ",\"batch\":" << batch
-        << ",\"batches\":" << batches << ",\"layers1\":" << result.rows1.size()
+        << ",\"concurrent\":" << (config.concurrent ? "true" : "false") << ",\"workers\":" << last_stats.workers
+        << ",\"forward_ms\":" << last_stats.times.forward_ms << ",\"tap_ms\":" << last_stats.times.tap_ms
+        << ",\"gram_ms\":" << last_stats.times.gram_ms << ",\"pair_ms\":" << last_stats.times.pair_ms
+        << ",\"wait_ms\":" << last_stats.times.wait_ms << ",\"timed_batches\":" << last_stats.times.batches
+        << ",\"batch\":" << batch << ",\"batches\":" << batches << ",\"layers1\":" << result.rows1.size()
         << ",\"layers2\":" << result.rows2.size() << ",\"floor_s\":" << f.median << ",\"compare_s\":" << c.median
         << ",\"ratio\":" << q.median << ",\"ratio_min\":" << q.min << ",\"ratio_max\":" << q.max
         << ",\"max_diff\":" << max_diff << "}\n";
@@ -279,6 +297,7 @@ int bench(std::map<std::string, std::string> opt, const std::vector<std::string>
   if (opt.count("layers2")) config.layers2 = split(opt["layers2"], ',');
   config.threads = threads;
   config.concurrent = false;
+  config.workers = opt.count("workers") ? std::stoi(opt["workers"]) : 1;
 
   auto plain1 = Model::load(files[0], "cpu", false), plain2 = Model::load(files[1], "cpu", false);
   auto tapped1 = Model::load(files[0], "cpu", true), tapped2 = Model::load(files[1], "cpu", true);

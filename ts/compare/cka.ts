@@ -555,7 +555,8 @@ export class CKA {
     };
     // Up to `workers` batches at a time go to native code, which computes
     // them at once and adds them in order; the sources fetch the next group meanwhile.
-    const group = Math.max(1, this.native.workers);
+    const workers = this.native.workers;
+    const group = Number.isInteger(workers) && workers > 1 ? workers : 1;
     type Pair = [IteratorResult<unknown>, IteratorResult<unknown> | undefined];
     // A source that fails after some batches of a group: those are compared, then its error goes on.
     const fetchGroup = async (): Promise<{ pairs: Pair[]; error?: unknown }> => {
@@ -585,7 +586,7 @@ export class CKA {
       while (!ended) {
         if (signal?.aborted) throw abortError(signal);
         const { pairs, error: fetchError } = await upcoming;
-        if (fetchError !== undefined) ended = true;
+        if (fetchError !== undefined || pairs.length === 0) ended = true;
         const batches: Array<[ReturnType<typeof toNativeBatch>, ReturnType<typeof toNativeBatch> | null]> = [];
         for (const [a, b] of pairs) {
           if (a.done || (b !== undefined && b.done)) {
@@ -647,6 +648,9 @@ export class CKA {
       // Keep what was compared before the failure; a failing write must not hide the first error.
       await saver?.final().catch(() => undefined);
       throw error;
+    } finally {
+      // The Gram buffers kept between batches are not held past the call.
+      if (!this.stepping) this.native.trim();
     }
   }
 

@@ -61,7 +61,9 @@ export interface CKAOptions {
    * are added in batch order, so the result does not depend on this number,
    * bit for bit. Default on the CPU: the cores this process may use
    * (`runtimeInfo().cores`: its CPU affinity and cgroup quota) divided by
-   * `threads`; on a GPU, 2. The memory for Grams grows with it:
+   * `threads` (and by `LOCAL_WORLD_SIZE`, the ranks launched on this
+   * machine, in a distributed run); on a GPU, 2. An abort keeps the batches
+   * in flight when it came (all of them are added and counted). The memory for Grams grows with it:
    * (layers1 + layers2) x n² x 4 bytes per batch in flight.
    */
   workers?: number;

@@ -59,9 +59,9 @@ export interface NativeTimes {
   gramMs: number;
   /** Pair products and the HSIC terms of every measure. */
   pairMs: number;
-  /** Batches done, waiting for their turn to be added. */
+  /** Batches done, waiting for the batches before them to be added. */
   waitMs: number;
-  /** The steps' wall-clock time. */
+  /** Wall-clock time of the native calls (not summed over workers). */
   wallMs: number;
   /** Batches timed. */
   batches: number;
@@ -248,6 +248,8 @@ export interface NativeCKA {
   steps(batches: Array<[TensorLike | TensorLike[], TensorLike | TensorLike[] | null]>): Promise<NativeSteps>;
   /** Batches this comparison computes at once. */
   readonly workers: number;
+  /** Frees the Gram buffers kept for the next batches (end of a compare() call). */
+  trim(): void;
   result(): NativeResult;
   stats(): NativeStats;
   /** The running step adds nothing and rejects with ABORT_ERR. */
