@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "blas.h"
@@ -179,9 +180,12 @@ void mirror_upper(T* c, int64_t n) {
 // Row sums of a symmetric matrix held in its upper triangle (row-major),
 // diagonal excluded, in float64: row i's part right of the diagonal, plus
 // its column part above it (summed down the columns: independent lanes).
+// With `square`, also the sum of squares of the whole matrix without its
+// diagonal, in the same pass (a large Gram is read from memory once).
 template <typename T>
-void upper_row_sums(const T* k, int64_t n, double* out) {
+void upper_row_sums(const T* k, int64_t n, double* out, double* square = nullptr) {
   std::fill(out, out + n, 0.0);
+  double squares[4] = {0, 0, 0, 0};
   for (int64_t i = 0; i < n; ++i) {
     const T* row = k + i * n;
     double part[4] = {0, 0, 0, 0};
@@ -190,16 +194,19 @@ void upper_row_sums(const T* k, int64_t n, double* out) {
       for (int q = 0; q < 4; ++q) {
         const double v = row[j + q];
         part[q] += v;
+        squares[q] += v * v;
         out[j + q] += v;
       }
     }
     for (; j < n; ++j) {
       const double v = row[j];
       part[0] += v;
+      squares[0] += v * v;
       out[j] += v;
     }
     out[i] += (part[0] + part[1]) + (part[2] + part[3]);
   }
+  if (square != nullptr) *square = 2.0 * ((squares[0] + squares[1]) + (squares[2] + squares[3]));
 }
 
 // One pass over a symmetric Gram held in its upper triangle: the row sums
@@ -225,23 +232,7 @@ void gram_pass(T* k, int64_t n, bool correct, double* row_sums, double* square) 
       for (int64_t j = i; j < n; ++j) row[j] = static_cast<T>(row[j] + (shift - gj[j]));
     }
   }
-  upper_row_sums(k, n, row_sums);
-  double part[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    const T* row = k + i * n;
-    int64_t j = i + 1;
-    for (; j + 4 <= n; j += 4) {
-      for (int q = 0; q < 4; ++q) {
-        const double v = row[j + q];
-        part[q] += v * v;
-      }
-    }
-    for (; j < n; ++j) {
-      const double v = row[j];
-      part[0] += v * v;
-    }
-  }
-  *square = 2.0 * ((part[0] + part[1]) + (part[2] + part[3]));
+  upper_row_sums(k, n, row_sums, square);
 }
 
 template <typename T>
@@ -292,7 +283,13 @@ void reduce_cpu(const at::Tensor& x, int64_t n, GramBatch& out, int64_t slot, at
   // Without room for the sums (a bare Gram), the whole matrix: hsic.cc makes them from it.
   if (!out.row_sums.defined()) mirror_upper(k, n);
   const double product_seconds = seconds_since(product_start);
-  out.mean_norms[slot].fill_(mean_norm);
+  // As the Gram's dtype holds it (a float32 overflow is +inf, as a float32 sum would give).
+  if (out.mean_norms.scalar_type() == at::kFloat) {
+    out.mean_norms.data_ptr<float>()[slot] =
+        mean_norm <= std::numeric_limits<float>::max() ? static_cast<float>(mean_norm) : INFINITY;
+  } else {
+    out.mean_norms[slot].fill_(mean_norm);
+  }
   if (out.spreads.defined()) out.spreads.data_ptr<double>()[slot] = spread;
   if (out.squares.defined()) out.squares.data_ptr<double>()[slot] = square;
   if (uncentred != nullptr) *uncentred = skip_centring;
