@@ -72,7 +72,15 @@ void mirror_lower(T* c, int64_t n) {
 
 }  // namespace
 
-bool gram_upper(const at::Tensor& x, at::Tensor& out) {
+namespace {
+
+// x·xᵀ's triangle `uplo` (column-major terms) by ?syrk into `out`, where the
+// BLAS has it: row-major x (n x d) is column-major (d x n) with lda = d, so
+// C = xᵀ·x in column-major terms is x·xᵀ; column-major 'U' is the row-major
+// lower triangle, 'L' the upper one. In slices of kSlice features, summed with
+// beta = 1: a long inner dimension runs far below the kernel's peak (a third
+// of it at 16k). False (nothing written) where this path does not apply.
+bool syrk_triangle(const at::Tensor& x, at::Tensor& out, const char* uplo) {
   const Blas& b = blas();
   const int64_t n = x.size(0), d = x.size(1);
   const bool fits = n <= INT32_MAX && d <= INT32_MAX && d > 0;
@@ -82,57 +90,36 @@ bool gram_upper(const at::Tensor& x, at::Tensor& out) {
     return false;
   }
   const int ni = static_cast<int>(n), di = static_cast<int>(d);
-  // As in gram_product, but column-major 'L' of aᵀ·a: the row-major upper triangle.
   const int chunk = static_cast<int>(std::min<int64_t>(d, kSlice));
   if (x.scalar_type() == at::kFloat) {
     const float one = 1, zero = 0;
     for (int k0 = 0; k0 < di; k0 += chunk) {
       const int k = std::min(chunk, di - k0);
-      b.ssyrk("L", "T", &ni, &k, &one, x.data_ptr<float>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<float>(),
+      b.ssyrk(uplo, "T", &ni, &k, &one, x.data_ptr<float>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<float>(),
               &ni);
     }
   } else {
     const double one = 1, zero = 0;
     for (int k0 = 0; k0 < di; k0 += chunk) {
       const int k = std::min(chunk, di - k0);
-      b.dsyrk("L", "T", &ni, &k, &one, x.data_ptr<double>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<double>(),
+      b.dsyrk(uplo, "T", &ni, &k, &one, x.data_ptr<double>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<double>(),
               &ni);
     }
   }
   return true;
 }
 
+}  // namespace
+
+bool gram_upper(const at::Tensor& x, at::Tensor& out) { return syrk_triangle(x, out, "L"); }
+
 void gram_product(const at::Tensor& x, at::Tensor& out) {
-  const Blas& b = blas();
-  const int64_t n = x.size(0), d = x.size(1);
-  const bool fits = n <= INT32_MAX && d <= INT32_MAX && d > 0;
-  const bool cpu = x.device().is_cpu() && out.device().is_cpu() && out.is_contiguous();
-  if (cpu && fits && x.scalar_type() == out.scalar_type() &&
-      (x.scalar_type() == at::kFloat ? b.ssyrk != nullptr : x.scalar_type() == at::kDouble && b.dsyrk != nullptr)) {
-    const at::Tensor a = x.contiguous();
-    const int ni = static_cast<int>(n), di = static_cast<int>(d);
-    // Row-major a (n x d) is column-major (d x n) with lda = d; C = aᵀ·a in
-    // column-major terms is x·xᵀ. 'U' in column-major is the row-major lower
-    // triangle.
-    // In slices of kSlice features, summed with beta = 1: a long inner
-    // dimension runs far below the kernel's peak (a third of it at 16k).
-    const int chunk = static_cast<int>(std::min<int64_t>(d, kSlice));
-    if (x.scalar_type() == at::kFloat) {
-      const float one = 1, zero = 0;
-      for (int k0 = 0; k0 < di; k0 += chunk) {
-        const int k = std::min(chunk, di - k0);
-        b.ssyrk("U", "T", &ni, &k, &one, a.data_ptr<float>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<float>(),
-                &ni);
-      }
-      mirror_lower(out.data_ptr<float>(), n);
+  const at::Tensor a = x.device().is_cpu() ? x.contiguous() : x;
+  if (syrk_triangle(a, out, "U")) {
+    if (out.scalar_type() == at::kFloat) {
+      mirror_lower(out.data_ptr<float>(), x.size(0));
     } else {
-      const double one = 1, zero = 0;
-      for (int k0 = 0; k0 < di; k0 += chunk) {
-        const int k = std::min(chunk, di - k0);
-        b.dsyrk("U", "T", &ni, &k, &one, a.data_ptr<double>() + k0, &di, k0 == 0 ? &zero : &one, out.data_ptr<double>(),
-                &ni);
-      }
-      mirror_lower(out.data_ptr<double>(), n);
+      mirror_lower(out.data_ptr<double>(), x.size(0));
     }
     return;
   }

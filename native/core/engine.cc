@@ -601,23 +601,28 @@ std::vector<StepOutcome> CKAEngine::steps(const std::vector<BatchInput>& batches
   };
   // Every batch tried counts as a step, added or not (as its messages number it).
   auto attempted = [&] { ++steps_; };
+  // Batch i, computed: added (or skipped) in order; false at the first failure, which goes to `error`.
+  auto add = [&](size_t i) {
+    attempted();
+    if (failed[i]) {
+      *error = failed[i];
+      return false;
+    }
+    try {
+      commit(work[i], batches[i], threads);
+      outcomes.push_back(std::move(work[i].outcome));
+      merge_times(work[i]);
+      return true;
+    } catch (...) {
+      *error = std::current_exception();
+      return false;
+    }
+  };
   if (workers <= 1 || count <= 1) {
     // One batch after the other, each committed before the next starts.
     for (size_t i = 0; i <= count && i < batches.size(); ++i) {
       if (!failed[i]) run(i);
-      attempted();
-      if (failed[i]) {
-        *error = failed[i];
-        break;
-      }
-      try {
-        commit(work[i], batches[i], threads);
-        outcomes.push_back(std::move(work[i].outcome));
-        merge_times(work[i]);
-      } catch (...) {
-        *error = std::current_exception();
-        break;
-      }
+      if (!add(i)) break;
     }
   } else {
     // Each worker takes the next batch; batches are added in order as they finish.
@@ -648,19 +653,7 @@ std::vector<StepOutcome> CKAEngine::steps(const std::vector<BatchInput>& batches
         // Done, and waiting for the batches before it to be added.
         work[i].times.wait_ms += ms_since(finished_at[i]);
       }
-      attempted();
-      if (failed[i]) {
-        *error = failed[i];
-        break;
-      }
-      try {
-        commit(work[i], batches[i], threads);
-        outcomes.push_back(std::move(work[i].outcome));
-        merge_times(work[i]);
-      } catch (...) {
-        *error = std::current_exception();
-        break;
-      }
+      if (!add(i)) break;
       if (i + 1 >= count && count < batches.size()) {
         attempted();
         *error = failed[count];

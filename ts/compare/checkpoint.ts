@@ -356,10 +356,11 @@ export class CheckpointSaver {
     this.position = position;
   }
 
-  /** After each batch compared or skipped; `position` counts the batches used. */
-  committed(position: number): void {
+  /** After the batches of one native call were added or skipped: `position` counts the batches used, `batches` those of the call. */
+  committed(position: number, batches = 1): void {
+    if (batches === 0) return;
     this.position = position;
-    this.since += 1;
+    this.since += batches;
     if (this.failure) throw this.failure;
     if (this.since >= this.every) this.save();
   }

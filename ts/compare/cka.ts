@@ -608,6 +608,9 @@ export class CKA {
           if (!ended) upcoming = fetchNext();
           const { outcomes, error } = (await this.stepping) as NativeSteps;
           this.stepping = undefined;
+          // The sums now hold every batch added in this call: a checkpoint
+          // written from here on names the position after the last of them.
+          saver?.committed(step + outcomes.length * stride, outcomes.length);
           for (const result of outcomes) {
             this.batchWarnings(result);
             if (result.skipped) {
@@ -618,7 +621,6 @@ export class CKA {
             }
             step += stride;
             summary.position = step;
-            saver?.committed(step);
             const progress: CompareProgress = {
               batches: summary.batches,
               samples: summary.samples,
