@@ -391,6 +391,20 @@ Napi::Value NativeCKA::Step(const Napi::CallbackInfo& info) { return RunBatch(in
 
 Napi::Value NativeCKA::Calibrate(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
 
+namespace {
+
+Napi::Object outcome_to_js(Napi::Env env, const StepOutcome& outcome) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("n", static_cast<double>(outcome.n));
+  out.Set("skipped", outcome.skipped);
+  if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
+  out.Set("warnings", strings_to_js(env, outcome.warnings));
+  out.Set("leftOut", left_out_to_js(env, outcome.left_out));
+  return out;
+}
+
+}  // namespace
+
 Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -410,15 +424,7 @@ Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) 
           return calibrate ? engine->calibrate(inputs1, same ? nullptr : &inputs2)
                            : engine->step(inputs1, same ? nullptr : &inputs2);
         },
-        [](Napi::Env env, StepOutcome& outcome) -> Napi::Value {
-          Napi::Object out = Napi::Object::New(env);
-          out.Set("n", static_cast<double>(outcome.n));
-          out.Set("skipped", outcome.skipped);
-          if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
-          out.Set("warnings", strings_to_js(env, outcome.warnings));
-          out.Set("leftOut", left_out_to_js(env, outcome.left_out));
-          return out;
-        },
+        [](Napi::Env env, StepOutcome& outcome) -> Napi::Value { return outcome_to_js(env, outcome); },
         [this] {
           busy_ = false;
           Unref();
@@ -427,16 +433,6 @@ Napi::Value NativeCKA::RunBatch(const Napi::CallbackInfo& info, bool calibrate) 
 }
 
 namespace {
-
-Napi::Object outcome_to_js(Napi::Env env, const StepOutcome& outcome) {
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("n", static_cast<double>(outcome.n));
-  out.Set("skipped", outcome.skipped);
-  if (outcome.skipped) out.Set("skipReason", outcome.skip_reason);
-  out.Set("warnings", strings_to_js(env, outcome.warnings));
-  out.Set("leftOut", left_out_to_js(env, outcome.left_out));
-  return out;
-}
 
 struct StepsResult {
   std::vector<StepOutcome> outcomes;
